@@ -1,0 +1,124 @@
+//! The non-serving subcommands: `migrate` and `create-user`/`create-admin`.
+
+use std::io::Read as _;
+
+use crate::{
+    accounts::{self, NewAccount, ROLE_ADMIN},
+    config::{CreateUserArgs, HashingArgs, MigrateAction, StoreArgs},
+    error::AuthError,
+    passwords::{HashPool, Password},
+    startup::{StartupError, ensure_data_dir},
+    storage::{StorageError, Store, UserRecord},
+};
+
+/// Failures of a CLI command; printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Could not open the database.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// A storage call failed.
+    #[error("database: {0}")]
+    Storage(#[from] StorageError),
+    /// The account was refused.
+    #[error("{0}")]
+    Account(String),
+    /// Reading the password from standard input failed or gave nothing.
+    #[error("password from stdin: {0}")]
+    Stdin(String),
+    /// Configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+impl From<AuthError> for CliError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::InvalidArgument(message) => CliError::Account(message),
+            AuthError::EmailTaken => CliError::Account("email already registered".into()),
+            other => CliError::Account(other.to_string()),
+        }
+    }
+}
+
+async fn open(store: &StoreArgs) -> Result<Store, CliError> {
+    ensure_data_dir(&store.data_dir)?;
+    Ok(Store::connect(&store.database_url(), 2).await?)
+}
+
+/// `auth-server migrate up|down|status`; returns lines to print.
+pub async fn migrate(store: &StoreArgs, action: MigrateAction) -> Result<Vec<String>, CliError> {
+    let db = open(store).await?;
+    match action {
+        MigrateAction::Up => db.migrate_up().await?,
+        MigrateAction::Down { steps } => db.migrate_down(steps).await?,
+        MigrateAction::Status => {}
+    }
+    let lines = db
+        .migration_status()
+        .await?
+        .into_iter()
+        .map(|(name, applied)| format!("{} {name}", if applied { "applied" } else { "pending" }))
+        .collect();
+    db.close().await;
+    Ok(lines)
+}
+
+/// Reads a password from `input`: everything up to the first line end.
+pub fn read_password(input: &mut impl std::io::Read) -> Result<Password, CliError> {
+    let mut raw = String::new();
+    input
+        .take(4096)
+        .read_to_string(&mut raw)
+        .map_err(|e| CliError::Stdin(e.to_string()))?;
+    let line = raw.lines().next().unwrap_or_default().to_owned();
+    if line.is_empty() {
+        return Err(CliError::Stdin("no password given on standard input".into()));
+    }
+    Ok(Password::new(line))
+}
+
+/// `auth-server create-user` / `create-admin`: migrates if needed, then creates the account
+/// (with its `UserCreated` event).
+pub async fn create_user(
+    store: &StoreArgs,
+    hashing: &HashingArgs,
+    email: &str,
+    display_name: &str,
+    roles: Vec<String>,
+) -> Result<UserRecord, CliError> {
+    let password = read_password(&mut std::io::stdin().lock())?;
+    let settings = hashing.settings()?;
+    let db = open(store).await?;
+    db.migrate_up().await?;
+    let hasher = HashPool::new(&settings, 1, 0).map_err(AuthError::from)?;
+    let new = NewAccount { email, password, display_name, roles };
+    let user = accounts::create_account(&db, &hasher, settings.min_password_length, new).await;
+    db.close().await;
+    Ok(user?)
+}
+
+/// Roles for `create-user` args.
+pub fn user_roles(args: &CreateUserArgs) -> Vec<String> {
+    args.roles.clone()
+}
+
+/// Roles for `create-admin`.
+pub fn admin_roles() -> Vec<String> {
+    vec![ROLE_ADMIN.to_owned()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_the_first_line_of_stdin() {
+        let pw = read_password(&mut "s3cret pass\n".as_bytes()).expect("read");
+        assert_eq!(pw.expose(), "s3cret pass");
+        let pw = read_password(&mut "crlf pass\r\nignored".as_bytes()).expect("read");
+        assert_eq!(pw.expose(), "crlf pass");
+        assert!(read_password(&mut "".as_bytes()).is_err());
+        assert!(read_password(&mut "\n".as_bytes()).is_err());
+    }
+}

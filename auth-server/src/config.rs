@@ -1,0 +1,308 @@
+//! Command line and `AUTH_*` environment configuration, parsed once by clap.
+//!
+//! Every flag has an environment twin; `Settings` is the validated result that the rest of
+//! the server reads. Tests build `Settings` in code and never touch the process environment.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// `auth-server`: the identity service.
+#[derive(Debug, Parser)]
+#[command(name = "auth-server", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands of `auth-server`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server (creates and migrates the embedded SQLite database on first start).
+    Serve(ServeArgs),
+    /// Apply, roll back or show the schema migrations.
+    Migrate {
+        /// Where the data lives.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Migration action.
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Add an account; the password is read from standard input.
+    CreateUser(CreateUserArgs),
+    /// Add an account with role `admin`; the password is read from standard input.
+    CreateAdmin(CreateAdminArgs),
+}
+
+/// `migrate` actions.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Roll back the last migration (or `--steps N`).
+    Down {
+        /// How many migrations to roll back.
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+/// Where the data lives: shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Database URL: `sqlite://path?mode=rwc` or `postgres://…`. Default: `auth.db` in the data dir.
+    #[arg(long, env = "AUTH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory for the SQLite file and the signing keys (created with mode 0700).
+    #[arg(long, env = "AUTH_DATA_DIR", default_value = "./auth-data")]
+    pub data_dir: PathBuf,
+}
+
+impl StoreArgs {
+    /// The database URL to use: the flag, or the SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.trim().is_empty() => url.trim().to_owned(),
+            _ => format!("sqlite://{}?mode=rwc", self.data_dir.join("auth.db").display()),
+        }
+    }
+}
+
+/// `create-user` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct CreateUserArgs {
+    /// Where the data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Email address of the new account.
+    #[arg(long)]
+    pub email: String,
+    /// Role to grant; repeat for several (for example `--role events.subscriber`).
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Display name.
+    #[arg(long, default_value = "")]
+    pub display_name: String,
+    /// Read the password from standard input (required: passwords never travel as flags).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    /// Password hashing parameters.
+    #[command(flatten)]
+    pub hashing: HashingArgs,
+}
+
+/// `create-admin` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct CreateAdminArgs {
+    /// Where the data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Email address of the new admin.
+    #[arg(long)]
+    pub email: String,
+    /// Display name.
+    #[arg(long, default_value = "")]
+    pub display_name: String,
+    /// Read the password from standard input (required: passwords never travel as flags).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    /// Password hashing parameters.
+    #[command(flatten)]
+    pub hashing: HashingArgs,
+}
+
+/// Argon2id parameters and password rules.
+#[derive(Debug, Clone, Args)]
+pub struct HashingArgs {
+    /// Argon2id memory cost in KiB (OWASP minimum 19456).
+    #[arg(long, env = "AUTH_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    #[arg(long, env = "AUTH_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+    /// Argon2id parallelism.
+    #[arg(long, env = "AUTH_ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+    /// Minimum password length in characters (NIST 800-63B: at least 8).
+    #[arg(long, env = "AUTH_MIN_PASSWORD_LENGTH", default_value_t = 8)]
+    pub min_password_length: usize,
+}
+
+/// `serve` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the gRPC listener.
+    #[arg(long, env = "AUTH_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Where the data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Let anyone create an account with `Register`.
+    #[arg(long, env = "AUTH_ALLOW_REGISTRATION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_registration: bool,
+    /// Apply pending migrations on start (always on for the embedded SQLite default).
+    #[arg(long, env = "AUTH_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+    /// Token issuer (`iss` claim).
+    #[arg(long, env = "AUTH_ISSUER", default_value = "auth-server")]
+    pub issuer: String,
+    /// Access token lifetime in seconds.
+    #[arg(long, env = "AUTH_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+    /// Refresh token (session) lifetime in seconds.
+    #[arg(long, env = "AUTH_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+    /// Password hashing threads (default: the number of cores).
+    #[arg(long, env = "AUTH_HASH_THREADS")]
+    pub hash_threads: Option<usize>,
+    /// Password hashing requests that may wait for a thread; beyond it calls get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "AUTH_HASH_QUEUE", default_value_t = 64)]
+    pub hash_queue: usize,
+    /// Maximum database connections.
+    #[arg(long, env = "AUTH_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// Password hashing parameters.
+    #[command(flatten)]
+    pub hashing: HashingArgs,
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// Data directory (SQLite file, signing keys).
+    pub data_dir: PathBuf,
+    /// Whether `Register` is open.
+    pub allow_registration: bool,
+    /// Whether to apply pending migrations on start.
+    pub migrate: bool,
+    /// Token issuer.
+    pub issuer: String,
+    /// Access token lifetime.
+    pub access_token_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_token_ttl: Duration,
+    /// Hash pool threads.
+    pub hash_threads: usize,
+    /// Hash pool wait queue.
+    pub hash_queue: usize,
+    /// Max database connections.
+    pub db_max_connections: u32,
+    /// Password hashing parameters.
+    pub hashing: HashingSettings,
+    /// How often the health checker pings the database.
+    pub health_interval: Duration,
+}
+
+/// Validated argon2id parameters and password rules.
+#[derive(Debug, Clone, Copy)]
+pub struct HashingSettings {
+    /// Memory cost in KiB.
+    pub memory_kib: u32,
+    /// Iterations.
+    pub iterations: u32,
+    /// Parallelism.
+    pub parallelism: u32,
+    /// Minimum password length in characters.
+    pub min_password_length: usize,
+}
+
+/// A setting is out of range; the message is the one line printed at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl HashingArgs {
+    /// Validates the parameters.
+    pub fn settings(&self) -> Result<HashingSettings, ConfigError> {
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism.max(1) {
+            return Err(ConfigError("argon2 memory must be at least 8 KiB per lane".into()));
+        }
+        if self.argon2_iterations == 0 || self.argon2_parallelism == 0 {
+            return Err(ConfigError("argon2 iterations and parallelism must be at least 1".into()));
+        }
+        if !(1..=1024).contains(&self.min_password_length) {
+            return Err(ConfigError("min password length must be between 1 and 1024".into()));
+        }
+        Ok(HashingSettings {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+            min_password_length: self.min_password_length,
+        })
+    }
+}
+
+impl ServeArgs {
+    /// Validates the arguments into `Settings`.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        if self.issuer.trim().is_empty() {
+            return Err(ConfigError("issuer must not be empty".into()));
+        }
+        if !(10..=24 * 3600).contains(&self.access_token_ttl_secs) {
+            return Err(ConfigError("access token TTL must be 10 s to 24 h".into()));
+        }
+        if self.refresh_token_ttl_secs < self.access_token_ttl_secs {
+            return Err(ConfigError("refresh token TTL must not be shorter than the access token TTL".into()));
+        }
+        let hash_threads = self
+            .hash_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if hash_threads == 0 {
+            return Err(ConfigError("hash threads must be at least 1".into()));
+        }
+        if self.db_max_connections == 0 {
+            return Err(ConfigError("database max connections must be at least 1".into()));
+        }
+        Ok(Settings {
+            listen: self.listen,
+            database_url: self.store.database_url(),
+            data_dir: self.store.data_dir.clone(),
+            allow_registration: self.allow_registration,
+            migrate: self.migrate,
+            issuer: self.issuer.trim().to_owned(),
+            access_token_ttl: Duration::from_secs(self.access_token_ttl_secs),
+            refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+            hash_threads,
+            hash_queue: self.hash_queue,
+            db_max_connections: self.db_max_connections,
+            hashing: self.hashing.settings()?,
+            health_interval: Duration::from_secs(2),
+        })
+    }
+}
+
+impl Settings {
+    /// Settings for tests and embedding: a data dir and database URL, everything else default
+    /// except cheap argon2 parameters can be chosen by the caller.
+    pub fn for_data_dir(data_dir: PathBuf, database_url: Option<String>) -> Self {
+        let store = StoreArgs { database_url, data_dir };
+        let args = ServeArgs {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store,
+            allow_registration: true,
+            migrate: true,
+            issuer: "auth-server".into(),
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            hash_threads: None,
+            hash_queue: 64,
+            db_max_connections: 16,
+            hashing: HashingArgs {
+                argon2_memory_kib: 19_456,
+                argon2_iterations: 2,
+                argon2_parallelism: 1,
+                min_password_length: 8,
+            },
+        };
+        #[allow(clippy::expect_used)]
+        args.settings().expect("the defaults are valid")
+    }
+}

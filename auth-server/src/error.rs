@@ -1,0 +1,125 @@
+//! `AuthError`, the one error type of the domain, and the only place it becomes a
+//! `tonic::Status`. Internal details (database errors, hashing failures) go to the log here and
+//! never to the caller.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{passwords::HashError, storage::StorageError, tokens::TokenError};
+
+/// The `google.rpc.ErrorInfo` domain of every reason this service sends.
+pub const ERROR_DOMAIN: &str = "auth.v1";
+
+/// Generic message for every failed login, so unknown email and wrong password look the same.
+pub const INVALID_CREDENTIALS: &str = "invalid email or password";
+
+/// Everything that can go wrong in a call, by cause.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A request field is malformed; the message names the field and is safe to show.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Email/password did not match (or the email is unknown, or the account is disabled).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// `Register` while self-registration is off.
+    #[error("self-registration is disabled")]
+    RegistrationDisabled,
+    /// The email already belongs to an account.
+    #[error("email already registered")]
+    EmailTaken,
+    /// The bearer or presented access token is not acceptable.
+    #[error("token rejected: {0}")]
+    Token(#[from] TokenError),
+    /// The caller's token is valid but lacks a role.
+    #[error("permission denied: {0}")]
+    PermissionDenied(&'static str),
+    /// The refresh token is unknown, expired or belongs to a dead session.
+    #[error("refresh token rejected ({0})")]
+    RefreshRejected(&'static str),
+    /// A spent refresh token was presented again; its session is now revoked.
+    #[error("refresh token reuse detected; session revoked")]
+    RefreshReused,
+    /// The password hashing queue is full.
+    #[error("password hashing queue is full")]
+    Overloaded,
+    /// Storage failed.
+    #[error("storage error")]
+    Storage(#[from] StorageError),
+    /// Hashing failed for a reason other than a wrong password.
+    #[error("password hashing failed")]
+    Hashing(#[source] HashError),
+}
+
+impl From<HashError> for AuthError {
+    fn from(error: HashError) -> Self {
+        match error {
+            HashError::QueueFull => AuthError::Overloaded,
+            other => AuthError::Hashing(other),
+        }
+    }
+}
+
+fn with_reason(code: Code, message: &str, reason: &str) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::InvalidArgument(message) => {
+                with_reason(Code::InvalidArgument, &message, "INVALID_ARGUMENT")
+            }
+            AuthError::InvalidCredentials => {
+                with_reason(Code::Unauthenticated, INVALID_CREDENTIALS, "INVALID_CREDENTIALS")
+            }
+            AuthError::RegistrationDisabled => with_reason(
+                Code::PermissionDenied,
+                "self-registration is disabled",
+                "REGISTRATION_DISABLED",
+            ),
+            AuthError::EmailTaken => {
+                with_reason(Code::AlreadyExists, "email already registered", "EMAIL_TAKEN")
+            }
+            AuthError::Token(token) => {
+                with_reason(Code::Unauthenticated, token.message(), token.reason())
+            }
+            AuthError::PermissionDenied(what) => {
+                with_reason(Code::PermissionDenied, what, "PERMISSION_DENIED")
+            }
+            AuthError::RefreshRejected(why) => with_reason(
+                Code::Unauthenticated,
+                &format!("refresh token rejected: {why}"),
+                "REFRESH_TOKEN_INVALID",
+            ),
+            AuthError::RefreshReused => with_reason(
+                Code::Unauthenticated,
+                "refresh token already used; the session is revoked",
+                "REFRESH_TOKEN_REUSED",
+            ),
+            AuthError::Overloaded => Status::with_error_details(
+                Code::ResourceExhausted,
+                "too many password operations in flight, retry shortly",
+                ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(200))),
+            ),
+            AuthError::Storage(StorageError::Unavailable(source)) => {
+                tracing::error!(error.message = %source, error.cause_chain = ?source, "database unavailable");
+                Status::unavailable("database unavailable")
+            }
+            AuthError::Storage(other) => {
+                tracing::error!(error.message = %other, error.cause_chain = ?other, "storage error");
+                Status::internal("internal error")
+            }
+            AuthError::Hashing(source) => {
+                tracing::error!(error.message = %source, error.cause_chain = ?source, "hashing error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

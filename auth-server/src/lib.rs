@@ -1,0 +1,32 @@
+//! `auth-server`: the identity service.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`config`] | command line and `AUTH_*` settings |
+//! | [`startup`] | `Application`: build from settings, bind, serve until shutdown |
+//! | [`telemetry`] | the tracing subscriber |
+//! | [`error`] | `AuthError` and its one mapping to `tonic::Status` |
+//! | [`accounts`] | the domain: register, login, refresh, logout, validate, change password |
+//! | [`passwords`] | argon2id on a bounded pool; email and password rules |
+//! | [`tokens`] | PASETO v4.public access tokens and the signing key set |
+//! | [`revocation`] | the in-memory revoked-session set behind `Validate` |
+//! | [`storage`] | sea-orm entities and repository functions (SQLite and PostgreSQL) |
+//! | [`service`] | the gRPC services: decode, call the domain, encode |
+//! | [`limits`] | request size limit reporting |
+//! | [`cli`] | `migrate`, `create-user`, `create-admin` |
+
+pub mod accounts;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod passwords;
+pub mod revocation;
+pub mod service;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;
+pub mod tokens;
+
+pub use config::Settings;
+pub use startup::Application;

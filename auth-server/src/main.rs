@@ -1,0 +1,69 @@
+//! `auth-server` binary: parse the command line, set up tracing, run the subcommand.
+
+use std::process::ExitCode;
+
+use auth_server::{
+    Application, cli,
+    config::{Cli, Command},
+    telemetry,
+};
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("auth-server: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = args.settings()?;
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await?;
+        }
+        Command::Migrate { store, action } => {
+            for line in cli::migrate(&store, action).await? {
+                println!("{line}");
+            }
+        }
+        Command::CreateUser(args) => {
+            let roles = cli::user_roles(&args);
+            let user = cli::create_user(&args.store, &args.hashing, &args.email, &args.display_name, roles).await?;
+            println!("created user {} <{}> roles [{}]", user.id, user.email, user.roles.join(", "));
+        }
+        Command::CreateAdmin(args) => {
+            let user =
+                cli::create_user(&args.store, &args.hashing, &args.email, &args.display_name, cli::admin_roles()).await?;
+            println!("created admin {} <{}>", user.id, user.email);
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received; draining");
+}

@@ -1,0 +1,101 @@
+//! gRPC services: decode the request, call the domain, encode the response. Errors become
+//! `Status` only through `From<AuthError>` in `error.rs`.
+
+mod auth;
+
+pub use auth::AuthApi;
+
+use auth_proto::pb;
+use prost_types::Timestamp;
+use time::OffsetDateTime;
+use tonic::{Request, metadata::MetadataMap};
+
+use crate::{
+    error::AuthError,
+    storage::{UserRecord, sessions::ClientInfo},
+    tokens::TokenError,
+};
+
+/// The token of the single `authorization: Bearer <token>` entry.
+pub(crate) fn bearer_token(metadata: &MetadataMap) -> Result<&str, AuthError> {
+    let mut values = metadata.get_all("authorization").iter();
+    let Some(value) = values.next() else {
+        return Err(TokenError::Missing.into());
+    };
+    if values.next().is_some() {
+        return Err(TokenError::BadHeader.into());
+    }
+    let value = value.to_str().map_err(|_| TokenError::BadHeader)?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or(TokenError::BadHeader)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(TokenError::BadHeader.into());
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(TokenError::Missing.into());
+    }
+    Ok(token)
+}
+
+/// Client address and user agent of a request.
+pub(crate) fn client_info<T>(request: &Request<T>) -> ClientInfo {
+    ClientInfo {
+        addr: request.remote_addr().map(|a| a.ip().to_string()),
+        user_agent: request
+            .metadata()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+pub(crate) fn timestamp(t: OffsetDateTime) -> Timestamp {
+    Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
+    }
+}
+
+pub(crate) fn timestamp_millis(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+pub(crate) fn user_pb(user: &UserRecord) -> pb::User {
+    pb::User {
+        id: user.id.clone(),
+        email: user.email.clone(),
+        email_verified: user.email_verified,
+        display_name: user.display_name.clone(),
+        roles: user.roles.clone(),
+        disabled: user.disabled,
+        created_at: Some(timestamp_millis(user.created_at)),
+        version: u64::try_from(user.version).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::metadata::MetadataValue;
+
+    use super::*;
+
+    fn metadata(values: &[&'static str]) -> MetadataMap {
+        let mut map = MetadataMap::new();
+        for v in values {
+            map.append("authorization", MetadataValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_header_must_be_exactly_one_bearer_token() {
+        assert_eq!(bearer_token(&metadata(&["Bearer abc"])).ok(), Some("abc"));
+        assert_eq!(bearer_token(&metadata(&["bearer  abc "])).ok(), Some("abc"));
+        for bad in [&[][..], &["Basic dXNlcjpwYXNz"], &["Bearer"], &["Bearer "], &["Bearer a", "Bearer b"], &["abc"]] {
+            assert!(bearer_token(&metadata(bad)).is_err(), "{bad:?}");
+        }
+    }
+}

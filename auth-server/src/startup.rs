@@ -1,0 +1,218 @@
+//! `Application`: builds everything from `Settings`, binds the listener, and serves until a
+//! shutdown signal. Tests use it with port 0 and read the port back.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use auth_proto::pb::auth_service_server::AuthServiceServer;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    accounts::{AccountSettings, Accounts},
+    config::Settings,
+    limits::MessageLimitLayer,
+    passwords::{HashError, HashPool},
+    revocation::Revocations,
+    service::AuthApi,
+    storage::{self, StorageError, Store},
+    tokens::{KeyError, KeySet, TokenIssuer},
+};
+
+/// Largest request message accepted; larger ones are `RESOURCE_EXHAUSTED`.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The names the health service reports on.
+const HEALTH_SERVICES: [&str; 2] = ["", "auth.v1.AuthService"];
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The data directory could not be created.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Storage(#[from] StorageError),
+    /// The database schema is behind and migrations were not asked for.
+    #[error("database schema is not current; run `auth-server migrate up` or pass --migrate true")]
+    NotMigrated,
+    /// The signing keys could not be loaded.
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyError),
+    /// The hash pool could not be built.
+    #[error("password hashing: {0}")]
+    Hashing(#[from] HashError),
+    /// The listener could not be bound.
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reflection descriptors are broken (a build problem).
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A built, bound server.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    accounts: Accounts,
+    store: Store,
+    settings: Settings,
+}
+
+/// Creates the data dir with mode 0700.
+pub fn ensure_data_dir(path: &std::path::Path) -> Result<(), StartupError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| StartupError::DataDir { path: path.to_owned(), source })
+}
+
+/// Opens the database (creating the data dir for the SQLite default) and applies migrations
+/// if `migrate`; otherwise checks they are current.
+pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
+    ensure_data_dir(&settings.data_dir)?;
+    let store = Store::connect(&settings.database_url, settings.db_max_connections).await?;
+    if settings.migrate {
+        store.migrate_up().await?;
+    } else if !store.is_migrated().await? {
+        return Err(StartupError::NotMigrated);
+    }
+    Ok(store)
+}
+
+impl Application {
+    /// Opens storage, loads keys and revocations, and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let store = open_store(&settings).await?;
+        let keys = KeySet::load_or_generate(&settings.data_dir)?;
+        let tokens = Arc::new(TokenIssuer::new(keys, settings.issuer.clone(), settings.access_token_ttl));
+        let hasher = HashPool::new(&settings.hashing, settings.hash_threads, settings.hash_queue)?;
+        let revocations = Revocations::new();
+        let horizon = settings.access_token_ttl + Duration::from_secs(60);
+        let since = storage::now_millis() - i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
+        revocations.revoke_all(storage::sessions::find_revoked_session_ids(store.conn(), since).await?);
+        let accounts = Accounts::new(
+            store.clone(),
+            hasher,
+            tokens,
+            revocations,
+            AccountSettings {
+                allow_registration: settings.allow_registration,
+                refresh_ttl: settings.refresh_token_ttl,
+                min_password_length: settings.hashing.min_password_length,
+            },
+        );
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| StartupError::Bind { addr: settings.listen, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr: settings.listen, source })?;
+        Ok(Self { listener, local_addr, accounts, store, settings })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight calls finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
+        let Self { listener, local_addr, accounts, store, settings } = self;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        for name in HEALTH_SERVICES {
+            reporter.set_service_status(name, ServingStatus::Serving).await;
+        }
+        let health_task = spawn_health_checker(store.clone(), reporter, settings.health_interval);
+        let prune_task = spawn_revocation_pruner(accounts.revocations().clone(), settings.access_token_ttl);
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(auth_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(auth_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let auth = AuthServiceServer::new(AuthApi::new(accounts))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+
+        tracing::info!(%local_addr, registration = settings.allow_registration, "auth-server listening");
+        let result = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            // Outermost: rewrites tonic's OUT_OF_RANGE for oversized messages.
+            .layer(MessageLimitLayer)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(auth)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await;
+        health_task.abort();
+        prune_task.abort();
+        store.close().await;
+        tracing::info!("auth-server stopped");
+        Ok(result?)
+    }
+}
+
+/// Pings the database every `interval`; NOT_SERVING while it fails, SERVING again after.
+fn spawn_health_checker(store: Store, reporter: HealthReporter, interval: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut serving = true;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let healthy = matches!(tokio::time::timeout(interval.max(Duration::from_secs(1)), store.ping()).await, Ok(Ok(())));
+            if healthy != serving {
+                serving = healthy;
+                let status = if healthy { ServingStatus::Serving } else { ServingStatus::NotServing };
+                if healthy {
+                    tracing::info!("database reachable again: SERVING");
+                } else {
+                    tracing::warn!("database unreachable: NOT_SERVING");
+                }
+                for name in HEALTH_SERVICES {
+                    reporter.set_service_status(name, status).await;
+                }
+            }
+        }
+    })
+}
+
+fn spawn_revocation_pruner(revocations: Revocations, access_ttl: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let max_age = access_ttl + Duration::from_secs(60);
+        let mut ticker = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            ticker.tick().await;
+            revocations.prune(max_age);
+        }
+    })
+}

@@ -1,0 +1,146 @@
+//! The transactional outbox: every change to a user writes its event here, in the same
+//! transaction as the change.
+//!
+//! # Gap-free sequences
+//!
+//! Sequences are not auto-increment ids. [`append_event`] takes the next number with
+//! `UPDATE event_sequence SET last_sequence = last_sequence + 1 … RETURNING last_sequence`
+//! inside the writing transaction. That statement locks the single counter row until the
+//! transaction ends, so:
+//!
+//! - a second writer blocks on the counter until the first has committed (and then reads the
+//!   incremented value) or rolled back (and then reuses the number, since the increment is undone);
+//! - hence sequence N+1 can only commit after N has committed: a reader that sees N+1 has
+//!   already been able to see N, and can never skip an event that "arrives late";
+//! - and a rolled-back transaction leaves no hole.
+//!
+//! On SQLite the database has one writer at a time anyway (and `Store::begin_write` serializes
+//! writers in process), which gives the same order. Writers take the counter last, just
+//! before commit, so the lock is held for as short a time as possible.
+
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
+};
+
+use super::{StorageError, StorageResult, UserRecord, entities::user_events, now_millis};
+
+/// What happened to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Account created.
+    UserCreated,
+    /// Email, display name or verification changed.
+    UserUpdated,
+    /// Account disabled.
+    UserDisabled,
+    /// Account enabled.
+    UserEnabled,
+    /// Account deleted.
+    UserDeleted,
+    /// Password changed.
+    PasswordChanged,
+    /// Roles changed.
+    RolesChanged,
+    /// One session revoked.
+    SessionRevoked,
+}
+
+impl EventKind {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::UserCreated => "user_created",
+            EventKind::UserUpdated => "user_updated",
+            EventKind::UserDisabled => "user_disabled",
+            EventKind::UserEnabled => "user_enabled",
+            EventKind::UserDeleted => "user_deleted",
+            EventKind::PasswordChanged => "password_changed",
+            EventKind::RolesChanged => "roles_changed",
+            EventKind::SessionRevoked => "session_revoked",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "user_created" => EventKind::UserCreated,
+            "user_updated" => EventKind::UserUpdated,
+            "user_disabled" => EventKind::UserDisabled,
+            "user_enabled" => EventKind::UserEnabled,
+            "user_deleted" => EventKind::UserDeleted,
+            "password_changed" => EventKind::PasswordChanged,
+            "roles_changed" => EventKind::RolesChanged,
+            "session_revoked" => EventKind::SessionRevoked,
+            _ => return None,
+        })
+    }
+}
+
+/// An event read back from the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Gap-free sequence.
+    pub sequence: i64,
+    /// Kind.
+    pub kind: EventKind,
+    /// The user's public state after the change.
+    pub user: UserRecord,
+    /// The revoked session, for `SessionRevoked`.
+    pub session_id: Option<String>,
+    /// Commit time, unix ms.
+    pub occurred_at: i64,
+}
+
+async fn next_sequence(conn: &impl ConnectionTrait) -> StorageResult<i64> {
+    let stmt = Statement::from_string(
+        conn.get_database_backend(),
+        "UPDATE event_sequence SET last_sequence = last_sequence + 1 WHERE id = 1 RETURNING last_sequence",
+    );
+    let row = conn
+        .query_one_raw(stmt)
+        .await?
+        .ok_or_else(|| StorageError::Corrupt("event_sequence has no row".into()))?;
+    Ok(row.try_get_by_index::<i64>(0)?)
+}
+
+/// Appends an event in the caller's transaction; returns its sequence.
+pub async fn append_event(
+    conn: &impl ConnectionTrait,
+    kind: EventKind,
+    user: &UserRecord,
+    session_id: Option<&str>,
+) -> StorageResult<i64> {
+    let payload = serde_json::to_string(user).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    let sequence = next_sequence(conn).await?;
+    user_events::ActiveModel {
+        sequence: Set(sequence),
+        kind: Set(kind.as_str().to_owned()),
+        user_id: Set(user.id.clone()),
+        session_id: Set(session_id.map(str::to_owned)),
+        payload: Set(payload),
+        occurred_at: Set(now_millis()),
+    }
+    .insert(conn)
+    .await?;
+    Ok(sequence)
+}
+
+/// Up to `limit` events with a sequence greater than `after`, in order.
+pub async fn find_events_after(conn: &impl ConnectionTrait, after: i64, limit: u64) -> StorageResult<Vec<StoredEvent>> {
+    user_events::Entity::find()
+        .filter(user_events::Column::Sequence.gt(after))
+        .order_by_asc(user_events::Column::Sequence)
+        .limit(limit)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|m| {
+            let kind = EventKind::parse(&m.kind)
+                .ok_or_else(|| StorageError::Corrupt(format!("event {} kind {}", m.sequence, m.kind)))?;
+            let user = serde_json::from_str(&m.payload)
+                .map_err(|_| StorageError::Corrupt(format!("event {} payload", m.sequence)))?;
+            Ok(StoredEvent { sequence: m.sequence, kind, user, session_id: m.session_id, occurred_at: m.occurred_at })
+        })
+        .collect()
+}

@@ -1,0 +1,180 @@
+//! Storage: the sea-orm connection (SQLite or PostgreSQL), transactions, and one repository
+//! module per table group. No tonic types here; callers get domain records and
+//! [`StorageError`].
+//!
+//! Writes go through [`Store::begin_write`]. On SQLite it also takes an in-process lock, because
+//! SQLite has a single writer and a deferred transaction that reads and then writes can fail with
+//! `SQLITE_BUSY` instead of waiting; serializing writers in process makes them simply queue.
+
+mod entities;
+pub mod events;
+pub mod sessions;
+pub mod users;
+
+use std::{ops::Deref, sync::Arc, time::Duration};
+
+use migrations::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqlErr, TransactionTrait,
+};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+pub use events::{EventKind, StoredEvent};
+pub use users::UserRecord;
+
+/// Storage failures, by cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database cannot be reached.
+    #[error("database unavailable")]
+    Unavailable(#[source] DbErr),
+    /// A unique constraint refused the write.
+    #[error("unique constraint violated")]
+    Duplicate(#[source] DbErr),
+    /// Any other database failure.
+    #[error("database error")]
+    Db(#[source] DbErr),
+    /// A row holds data this version cannot read.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<DbErr> for StorageError {
+    fn from(error: DbErr) -> Self {
+        if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
+            return StorageError::Duplicate(error);
+        }
+        match error {
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StorageError::Unavailable(error),
+            other => StorageError::Db(other),
+        }
+    }
+}
+
+/// Result of storage calls.
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// The database handle shared by the whole server.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    write_lock: Option<Arc<Mutex<()>>>,
+}
+
+/// A write transaction (plus, on SQLite, the in-process writer lock until it ends).
+pub struct WriteTx {
+    tx: DatabaseTransaction,
+    _guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Deref for WriteTx {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl WriteTx {
+    /// Commits the transaction.
+    pub async fn commit(self) -> StorageResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_millis() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`); a SQLite file is created if missing.
+    pub async fn connect(url: &str, max_connections: u32) -> StorageResult<Self> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(max_connections)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .sqlx_logging(false);
+        let is_sqlite = url.starts_with("sqlite:");
+        if is_sqlite {
+            options.map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+                    .create_if_missing(true)
+            });
+        }
+        let db = Database::connect(options).await?;
+        let write_lock = is_sqlite.then(|| Arc::new(Mutex::new(())));
+        Ok(Self { db, write_lock })
+    }
+
+    /// The connection, for reads.
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin_write(&self) -> StorageResult<WriteTx> {
+        let guard = match &self.write_lock {
+            Some(lock) => Some(Arc::clone(lock).lock_owned().await),
+            None => None,
+        };
+        let tx = self.db.begin().await?;
+        Ok(WriteTx { tx, _guard: guard })
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate_up(&self) -> StorageResult<()> {
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Rolls back `steps` migrations.
+    pub async fn migrate_down(&self, steps: u32) -> StorageResult<()> {
+        Migrator::down(&self.db, Some(steps)).await?;
+        Ok(())
+    }
+
+    /// Every migration with whether it is applied.
+    pub async fn migration_status(&self) -> StorageResult<Vec<(String, bool)>> {
+        let migrations = Migrator::get_migration_with_status(&self.db).await?;
+        Ok(migrations
+            .iter()
+            .map(|m| {
+                let applied = matches!(m.status(), migrations::MigrationStatus::Applied);
+                (m.name().to_owned(), applied)
+            })
+            .collect())
+    }
+
+    /// Whether every migration is applied.
+    pub async fn is_migrated(&self) -> StorageResult<bool> {
+        Ok(self.migration_status().await?.iter().all(|(_, applied)| *applied))
+    }
+
+    /// Round trip to the database (health checks).
+    pub async fn ping(&self) -> StorageResult<()> {
+        self.db
+            .execute_unprepared("SELECT 1")
+            .await
+            .map_err(StorageError::Unavailable)?;
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+}

@@ -1,0 +1,211 @@
+//! Sessions and their refresh tokens.
+
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QuerySelect, sea_query::Expr,
+};
+
+use super::{
+    StorageResult,
+    entities::{refresh_tokens, sessions},
+};
+
+/// Why a session was revoked (stored in `sessions.revoked_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// The user logged out.
+    Logout,
+    /// A spent refresh token was presented again.
+    RefreshReuse,
+    /// The user changed the password from another session.
+    PasswordChanged,
+}
+
+impl RevokeReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Logout => "logout",
+            RevokeReason::RefreshReuse => "refresh_reuse",
+            RevokeReason::PasswordChanged => "password_changed",
+        }
+    }
+}
+
+/// What a login records about the client.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// Remote address.
+    pub addr: Option<String>,
+    /// `user-agent` metadata.
+    pub user_agent: Option<String>,
+}
+
+/// A session row.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// Session id.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+    /// Current expiry.
+    pub expires_at: i64,
+}
+
+impl From<sessions::Model> for SessionRecord {
+    fn from(m: sessions::Model) -> Self {
+        Self { id: m.id, user_id: m.user_id, revoked_at: m.revoked_at, expires_at: m.expires_at }
+    }
+}
+
+/// A refresh token row (its hash is not carried out of storage).
+#[derive(Debug, Clone)]
+pub struct RefreshRecord {
+    /// Its session.
+    pub session_id: String,
+    /// Expiry, unix ms.
+    pub expires_at: i64,
+    /// When it was spent, if it was.
+    pub used_at: Option<i64>,
+}
+
+/// Inserts a session; returns its id.
+pub async fn create_session(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+    now: i64,
+    expires_at: i64,
+    client: &ClientInfo,
+) -> StorageResult<String> {
+    let id = uuid::Uuid::now_v7().to_string();
+    sessions::ActiveModel {
+        id: Set(id.clone()),
+        user_id: Set(user_id.to_owned()),
+        created_at: Set(now),
+        last_used_at: Set(now),
+        expires_at: Set(expires_at),
+        revoked_at: Set(None),
+        revoked_reason: Set(None),
+        client_addr: Set(client.addr.as_ref().map(|a| truncate(a, 64))),
+        user_agent: Set(client.user_agent.as_ref().map(|a| truncate(a, 512))),
+    }
+    .insert(conn)
+    .await?;
+    Ok(id)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// The session with this id.
+pub async fn find_session(conn: &impl ConnectionTrait, id: &str) -> StorageResult<Option<SessionRecord>> {
+    Ok(sessions::Entity::find_by_id(id.to_owned()).one(conn).await?.map(Into::into))
+}
+
+/// Records a refresh token hash.
+pub async fn create_refresh_token(
+    conn: &impl ConnectionTrait,
+    token_hash: String,
+    session_id: &str,
+    now: i64,
+    expires_at: i64,
+) -> StorageResult<()> {
+    refresh_tokens::ActiveModel {
+        token_hash: Set(token_hash),
+        session_id: Set(session_id.to_owned()),
+        created_at: Set(now),
+        expires_at: Set(expires_at),
+        used_at: Set(None),
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+/// The refresh token with this hash.
+pub async fn find_refresh_token(conn: &impl ConnectionTrait, token_hash: &str) -> StorageResult<Option<RefreshRecord>> {
+    Ok(refresh_tokens::Entity::find_by_id(token_hash.to_owned())
+        .one(conn)
+        .await?
+        .map(|m| RefreshRecord { session_id: m.session_id, expires_at: m.expires_at, used_at: m.used_at }))
+}
+
+/// Marks a refresh token spent if it is not yet; `false` if someone else spent it first.
+/// On PostgreSQL the row lock makes a concurrent spender wait and then see `used_at` set.
+pub async fn spend_refresh_token(conn: &impl ConnectionTrait, token_hash: &str, now: i64) -> StorageResult<bool> {
+    let result = refresh_tokens::Entity::update_many()
+        .col_expr(refresh_tokens::Column::UsedAt, Expr::value(now))
+        .filter(refresh_tokens::Column::TokenHash.eq(token_hash))
+        .filter(refresh_tokens::Column::UsedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Extends a session after a refresh.
+pub async fn update_session_used(conn: &impl ConnectionTrait, id: &str, now: i64, expires_at: i64) -> StorageResult<()> {
+    sessions::Entity::update_many()
+        .col_expr(sessions::Column::LastUsedAt, Expr::value(now))
+        .col_expr(sessions::Column::ExpiresAt, Expr::value(expires_at))
+        .filter(sessions::Column::Id.eq(id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Revokes one session; `false` if it was already revoked (or does not exist).
+pub async fn revoke_session(conn: &impl ConnectionTrait, id: &str, reason: RevokeReason, now: i64) -> StorageResult<bool> {
+    let result = sessions::Entity::update_many()
+        .col_expr(sessions::Column::RevokedAt, Expr::value(now))
+        .col_expr(sessions::Column::RevokedReason, Expr::value(reason.as_str()))
+        .filter(sessions::Column::Id.eq(id))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Revokes every live session of a user except `keep`; returns the revoked ids.
+pub async fn revoke_user_sessions(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+    keep: Option<&str>,
+    reason: RevokeReason,
+    now: i64,
+) -> StorageResult<Vec<String>> {
+    let mut live = sessions::Entity::find()
+        .select_only()
+        .column(sessions::Column::Id)
+        .filter(sessions::Column::UserId.eq(user_id))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .filter(sessions::Column::ExpiresAt.gt(now));
+    if let Some(keep) = keep {
+        live = live.filter(sessions::Column::Id.ne(keep));
+    }
+    let ids: Vec<String> = live.into_tuple().all(conn).await?;
+    let mut revoked = Vec::with_capacity(ids.len());
+    for id in ids {
+        if revoke_session(conn, &id, reason, now).await? {
+            revoked.push(id);
+        }
+    }
+    Ok(revoked)
+}
+
+/// Ids of sessions revoked at or after `since` (unix ms): the ones whose access tokens may
+/// still be unexpired, which the in-memory revocation set must know at start.
+pub async fn find_revoked_session_ids(conn: &impl ConnectionTrait, since: i64) -> StorageResult<Vec<String>> {
+    Ok(sessions::Entity::find()
+        .select_only()
+        .column(sessions::Column::Id)
+        .filter(sessions::Column::RevokedAt.gte(since))
+        .into_tuple()
+        .all(conn)
+        .await?)
+}
