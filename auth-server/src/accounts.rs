@@ -118,7 +118,8 @@ pub fn check_role(role: &str) -> Result<(), AuthError> {
     let mut chars = role.chars();
     let valid = role.len() <= 64
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
     if valid {
         Ok(())
     } else {
@@ -162,7 +163,9 @@ pub async fn create_account(
     passwords::check_new_password(new.password.expose(), &email, min_password_length)?;
     let display_name = new.display_name.trim();
     if display_name.len() > 256 {
-        return Err(AuthError::InvalidArgument("display name is longer than 256 bytes".into()));
+        return Err(AuthError::InvalidArgument(
+            "display name is longer than 256 bytes".into(),
+        ));
     }
     let mut roles = new.roles;
     for role in &roles {
@@ -171,14 +174,22 @@ pub async fn create_account(
     roles.sort();
     roles.dedup();
     // Save a hash in the common case; the unique index still decides under a race.
-    if storage::users::find_user_by_email(store.conn(), &email).await?.is_some() {
+    if storage::users::find_user_by_email(store.conn(), &email)
+        .await?
+        .is_some()
+    {
         return Err(AuthError::EmailTaken);
     }
     let hash = hasher.hash(new.password).await?;
     let tx = store.begin_write().await?;
     let user = storage::users::create_user(
         &*tx,
-        NewUser { email, display_name: display_name.to_owned(), roles, password_hash: Some(hash) },
+        NewUser {
+            email,
+            display_name: display_name.to_owned(),
+            roles,
+            password_hash: Some(hash),
+        },
     )
     .await
     .map_err(|e| match e {
@@ -200,7 +211,15 @@ impl Accounts {
         revocations: Revocations,
         settings: AccountSettings,
     ) -> Self {
-        Self { inner: Arc::new(Inner { store, hasher, tokens, revocations, settings }) }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                hasher,
+                tokens,
+                revocations,
+                settings,
+            }),
+        }
     }
 
     /// The token issuer.
@@ -227,22 +246,44 @@ impl Accounts {
         roles: Vec<String>,
     ) -> Result<UserRecord, AuthError> {
         let inner = &self.inner;
-        let new = NewAccount { email, password, display_name, roles };
-        create_account(&inner.store, &inner.hasher, inner.settings.min_password_length, new).await
+        let new = NewAccount {
+            email,
+            password,
+            display_name,
+            roles,
+        };
+        create_account(
+            &inner.store,
+            &inner.hasher,
+            inner.settings.min_password_length,
+            new,
+        )
+        .await
     }
 
     /// Self-registration.
-    pub async fn register(&self, email: &str, password: Password, display_name: &str) -> Result<UserRecord, AuthError> {
+    pub async fn register(
+        &self,
+        email: &str,
+        password: Password,
+        display_name: &str,
+    ) -> Result<UserRecord, AuthError> {
         if !self.inner.settings.allow_registration {
             return Err(AuthError::RegistrationDisabled);
         }
-        self.create_account(email, password, display_name, Vec::new()).await
+        self.create_account(email, password, display_name, Vec::new())
+            .await
     }
 
     /// Email + password login. Unknown email, wrong password and disabled account all answer
     /// `InvalidCredentials` after exactly one argon2 verification.
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, email: &str, password: Password, client: &ClientInfo) -> Result<SessionTokens, AuthError> {
+    pub async fn login(
+        &self,
+        email: &str,
+        password: Password,
+        client: &ClientInfo,
+    ) -> Result<SessionTokens, AuthError> {
         let email = passwords::normalize_email(email)?;
         passwords::check_password_size(password.expose())?;
         let conn = self.inner.store.conn();
@@ -262,18 +303,43 @@ impl Accounts {
         Ok(tokens)
     }
 
-    async fn start_session(&self, user: UserRecord, client: &ClientInfo) -> Result<SessionTokens, AuthError> {
+    async fn start_session(
+        &self,
+        user: UserRecord,
+        client: &ClientInfo,
+    ) -> Result<SessionTokens, AuthError> {
         let now = OffsetDateTime::now_utc();
         let refresh_expires_at = now + self.inner.settings.refresh_ttl;
         let refresh = RefreshToken::generate();
         let tx = self.inner.store.begin_write().await?;
-        let session_id =
-            storage::sessions::create_session(&*tx, &user.id, millis(now), millis(refresh_expires_at), client).await?;
-        storage::sessions::create_refresh_token(&*tx, refresh.hash(), &session_id, millis(now), millis(refresh_expires_at))
-            .await?;
+        let session_id = storage::sessions::create_session(
+            &*tx,
+            &user.id,
+            millis(now),
+            millis(refresh_expires_at),
+            client,
+        )
+        .await?;
+        storage::sessions::create_refresh_token(
+            &*tx,
+            refresh.hash(),
+            &session_id,
+            millis(now),
+            millis(refresh_expires_at),
+        )
+        .await?;
         tx.commit().await?;
-        let access = self.inner.tokens.issue(&user.id, &session_id, &user.roles)?;
-        Ok(SessionTokens { access, refresh, refresh_expires_at, session_id, user })
+        let access = self
+            .inner
+            .tokens
+            .issue(&user.id, &session_id, &user.roles)?;
+        Ok(SessionTokens {
+            access,
+            refresh,
+            refresh_expires_at,
+            session_id,
+            user,
+        })
     }
 
     /// Rotates a refresh token. A spent token revokes its whole session.
@@ -281,7 +347,9 @@ impl Accounts {
     pub async fn refresh(&self, presented: &str) -> Result<SessionTokens, AuthError> {
         let presented = presented.trim();
         let well_formed = presented.len() == REFRESH_TOKEN_CHARS
-            && presented.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && presented
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !well_formed {
             return Err(AuthError::RefreshRejected("malformed"));
         }
@@ -298,9 +366,17 @@ impl Accounts {
         if session.revoked_at.is_some() {
             return Err(AuthError::RefreshRejected("session revoked"));
         }
-        if record.used_at.is_some() || !storage::sessions::spend_refresh_token(&*tx, &token_hash, now_ms).await? {
+        if record.used_at.is_some()
+            || !storage::sessions::spend_refresh_token(&*tx, &token_hash, now_ms).await?
+        {
             // Spent before (or by a concurrent caller a moment ago): treat as theft.
-            self.revoke_in(tx, &session.user_id, &session.id, RevokeReason::RefreshReuse).await?;
+            self.revoke_in(
+                tx,
+                &session.user_id,
+                &session.id,
+                RevokeReason::RefreshReuse,
+            )
+            .await?;
             tracing::warn!(user_id = %session.user_id, session_id = %session.id, "refresh token reuse; session revoked");
             return Err(AuthError::RefreshReused);
         }
@@ -313,13 +389,34 @@ impl Accounts {
             .ok_or(AuthError::RefreshRejected("account unavailable"))?;
         let refresh_expires_at = now + self.inner.settings.refresh_ttl;
         let refresh = RefreshToken::generate();
-        storage::sessions::create_refresh_token(&*tx, refresh.hash(), &session.id, now_ms, millis(refresh_expires_at))
-            .await?;
-        storage::sessions::update_session_used(&*tx, &session.id, now_ms, millis(refresh_expires_at)).await?;
+        storage::sessions::create_refresh_token(
+            &*tx,
+            refresh.hash(),
+            &session.id,
+            now_ms,
+            millis(refresh_expires_at),
+        )
+        .await?;
+        storage::sessions::update_session_used(
+            &*tx,
+            &session.id,
+            now_ms,
+            millis(refresh_expires_at),
+        )
+        .await?;
         tx.commit().await?;
-        let access = self.inner.tokens.issue(&user.id, &session.id, &user.roles)?;
+        let access = self
+            .inner
+            .tokens
+            .issue(&user.id, &session.id, &user.roles)?;
         tracing::info!(user_id = %user.id, session_id = %session.id, jti = %access.token_id, "refreshed");
-        Ok(SessionTokens { access, refresh, refresh_expires_at, session_id: session.id, user })
+        Ok(SessionTokens {
+            access,
+            refresh,
+            refresh_expires_at,
+            session_id: session.id,
+            user,
+        })
     }
 
     /// Revokes a session inside `tx`, writes `SessionRevoked`, commits, and updates the
@@ -332,10 +429,14 @@ impl Accounts {
         reason: RevokeReason,
     ) -> Result<(), AuthError> {
         let now = storage::now_millis();
-        if storage::sessions::revoke_session(&*tx, session_id, reason, now).await? {
-            if let Some(user) = storage::users::find_user(&*tx, user_id).await? {
-                storage::events::append_event(&*tx, EventKind::SessionRevoked, &user, Some(session_id)).await?;
-            }
+        let revoked = storage::sessions::revoke_session(&*tx, session_id, reason, now).await?;
+        let user = match revoked {
+            true => storage::users::find_user(&*tx, user_id).await?,
+            false => None,
+        };
+        if let Some(user) = user {
+            storage::events::append_event(&*tx, EventKind::SessionRevoked, &user, Some(session_id))
+                .await?;
         }
         tx.commit().await?;
         self.inner.revocations.revoke(session_id);
@@ -355,7 +456,13 @@ impl Accounts {
     #[tracing::instrument(skip_all, fields(user_id = %claims.user_id, session_id = %claims.session_id))]
     pub async fn logout(&self, claims: &AccessClaims) -> Result<(), AuthError> {
         let tx = self.inner.store.begin_write().await?;
-        self.revoke_in(tx, &claims.user_id, &claims.session_id, RevokeReason::Logout).await?;
+        self.revoke_in(
+            tx,
+            &claims.user_id,
+            &claims.session_id,
+            RevokeReason::Logout,
+        )
+        .await?;
         tracing::info!(jti = %claims.token_id, "logged out");
         Ok(())
     }
@@ -379,18 +486,29 @@ impl Accounts {
             .await?
             .filter(|u| !u.disabled)
             .ok_or(AuthError::InvalidCredentials)?;
-        passwords::check_new_password(new.expose(), &user.email, self.inner.settings.min_password_length)?;
+        passwords::check_new_password(
+            new.expose(),
+            &user.email,
+            self.inner.settings.min_password_length,
+        )?;
         let old_hash = storage::users::find_password_hash(conn, &user.id).await?;
         let Some(old_hash) = old_hash else {
             return Err(AuthError::InvalidCredentials);
         };
-        if !self.inner.hasher.verify(current, Some(old_hash.clone())).await? {
+        if !self
+            .inner
+            .hasher
+            .verify(current, Some(old_hash.clone()))
+            .await?
+        {
             tracing::info!("password change refused: wrong current password");
             return Err(AuthError::InvalidCredentials);
         }
         let new_hash = self.inner.hasher.hash(new).await?;
         let tx = self.inner.store.begin_write().await?;
-        let Some(updated) = storage::users::update_password(&*tx, &user.id, &old_hash, new_hash).await? else {
+        let Some(updated) =
+            storage::users::update_password(&*tx, &user.id, &old_hash, new_hash).await?
+        else {
             // Changed concurrently: the current password is no longer the one we checked.
             return Err(AuthError::InvalidCredentials);
         };
@@ -405,7 +523,13 @@ impl Accounts {
         .await?;
         storage::events::append_event(&*tx, EventKind::PasswordChanged, &updated, None).await?;
         for session_id in &revoked {
-            storage::events::append_event(&*tx, EventKind::SessionRevoked, &updated, Some(session_id)).await?;
+            storage::events::append_event(
+                &*tx,
+                EventKind::SessionRevoked,
+                &updated,
+                Some(session_id),
+            )
+            .await?;
         }
         tx.commit().await?;
         let count = revoked.len();

@@ -73,7 +73,9 @@ pub fn read_password(input: &mut impl std::io::Read) -> Result<Password, CliErro
         .map_err(|e| CliError::Stdin(e.to_string()))?;
     let line = raw.lines().next().unwrap_or_default().to_owned();
     if line.is_empty() {
-        return Err(CliError::Stdin("no password given on standard input".into()));
+        return Err(CliError::Stdin(
+            "no password given on standard input".into(),
+        ));
     }
     Ok(Password::new(line))
 }
@@ -92,7 +94,12 @@ pub async fn create_user(
     let db = open(store).await?;
     db.migrate_up().await?;
     let hasher = HashPool::new(&settings, 1, 0).map_err(AuthError::from)?;
-    let new = NewAccount { email, password, display_name, roles };
+    let new = NewAccount {
+        email,
+        password,
+        display_name,
+        roles,
+    };
     let user = accounts::create_account(&db, &hasher, settings.min_password_length, new).await;
     db.close().await;
     Ok(user?)

@@ -67,7 +67,10 @@ impl StoreArgs {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) if !url.trim().is_empty() => url.trim().to_owned(),
-            _ => format!("sqlite://{}?mode=rwc", self.data_dir.join("auth.db").display()),
+            _ => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("auth.db").display()
+            ),
         }
     }
 }
@@ -223,13 +226,19 @@ impl HashingArgs {
     /// Validates the parameters.
     pub fn settings(&self) -> Result<HashingSettings, ConfigError> {
         if self.argon2_memory_kib < 8 * self.argon2_parallelism.max(1) {
-            return Err(ConfigError("argon2 memory must be at least 8 KiB per lane".into()));
+            return Err(ConfigError(
+                "argon2 memory must be at least 8 KiB per lane".into(),
+            ));
         }
         if self.argon2_iterations == 0 || self.argon2_parallelism == 0 {
-            return Err(ConfigError("argon2 iterations and parallelism must be at least 1".into()));
+            return Err(ConfigError(
+                "argon2 iterations and parallelism must be at least 1".into(),
+            ));
         }
         if !(1..=1024).contains(&self.min_password_length) {
-            return Err(ConfigError("min password length must be between 1 and 1024".into()));
+            return Err(ConfigError(
+                "min password length must be between 1 and 1024".into(),
+            ));
         }
         Ok(HashingSettings {
             memory_kib: self.argon2_memory_kib,
@@ -250,7 +259,9 @@ impl ServeArgs {
             return Err(ConfigError("access token TTL must be 10 s to 24 h".into()));
         }
         if self.refresh_token_ttl_secs < self.access_token_ttl_secs {
-            return Err(ConfigError("refresh token TTL must not be shorter than the access token TTL".into()));
+            return Err(ConfigError(
+                "refresh token TTL must not be shorter than the access token TTL".into(),
+            ));
         }
         let hash_threads = self
             .hash_threads
@@ -259,7 +270,9 @@ impl ServeArgs {
             return Err(ConfigError("hash threads must be at least 1".into()));
         }
         if self.db_max_connections == 0 {
-            return Err(ConfigError("database max connections must be at least 1".into()));
+            return Err(ConfigError(
+                "database max connections must be at least 1".into(),
+            ));
         }
         Ok(Settings {
             listen: self.listen,
@@ -283,7 +296,10 @@ impl Settings {
     /// Settings for tests and embedding: a data dir and database URL, everything else default
     /// except cheap argon2 parameters can be chosen by the caller.
     pub fn for_data_dir(data_dir: PathBuf, database_url: Option<String>) -> Self {
-        let store = StoreArgs { database_url, data_dir };
+        let store = StoreArgs {
+            database_url,
+            data_dir,
+        };
         let args = ServeArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             store,

@@ -76,17 +76,21 @@ impl From<AuthError> for Status {
             AuthError::InvalidArgument(message) => {
                 with_reason(Code::InvalidArgument, &message, "INVALID_ARGUMENT")
             }
-            AuthError::InvalidCredentials => {
-                with_reason(Code::Unauthenticated, INVALID_CREDENTIALS, "INVALID_CREDENTIALS")
-            }
+            AuthError::InvalidCredentials => with_reason(
+                Code::Unauthenticated,
+                INVALID_CREDENTIALS,
+                "INVALID_CREDENTIALS",
+            ),
             AuthError::RegistrationDisabled => with_reason(
                 Code::PermissionDenied,
                 "self-registration is disabled",
                 "REGISTRATION_DISABLED",
             ),
-            AuthError::EmailTaken => {
-                with_reason(Code::AlreadyExists, "email already registered", "EMAIL_TAKEN")
-            }
+            AuthError::EmailTaken => with_reason(
+                Code::AlreadyExists,
+                "email already registered",
+                "EMAIL_TAKEN",
+            ),
             AuthError::Token(token) => {
                 with_reason(Code::Unauthenticated, token.message(), token.reason())
             }

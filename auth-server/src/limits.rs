@@ -38,7 +38,9 @@ pub struct MessageLimit<S> {
 
 fn rewrite<B>(mut response: Response<B>) -> Response<B> {
     let headers = response.headers_mut();
-    let too_large = headers.get("grpc-status").is_some_and(|s| s == OUT_OF_RANGE)
+    let too_large = headers
+        .get("grpc-status")
+        .is_some_and(|s| s == OUT_OF_RANGE)
         && headers
             .get("grpc-message")
             .and_then(|m| m.to_str().ok())
@@ -66,6 +68,8 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        self.inner.call(request).map_ok(rewrite as fn(Response<ResBody>) -> Response<ResBody>)
+        self.inner
+            .call(request)
+            .map_ok(rewrite as fn(Response<ResBody>) -> Response<ResBody>)
     }
 }

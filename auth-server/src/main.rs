@@ -36,12 +36,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CreateUser(args) => {
             let roles = cli::user_roles(&args);
-            let user = cli::create_user(&args.store, &args.hashing, &args.email, &args.display_name, roles).await?;
-            println!("created user {} <{}> roles [{}]", user.id, user.email, user.roles.join(", "));
+            let user = cli::create_user(
+                &args.store,
+                &args.hashing,
+                &args.email,
+                &args.display_name,
+                roles,
+            )
+            .await?;
+            println!(
+                "created user {} <{}> roles [{}]",
+                user.id,
+                user.email,
+                user.roles.join(", ")
+            );
         }
         Command::CreateAdmin(args) => {
-            let user =
-                cli::create_user(&args.store, &args.hashing, &args.email, &args.display_name, cli::admin_roles()).await?;
+            let user = cli::create_user(
+                &args.store,
+                &args.hashing,
+                &args.email,
+                &args.display_name,
+                cli::admin_roles(),
+            )
+            .await?;
             println!("created admin {} <{}>", user.id, user.email);
         }
     }

@@ -117,7 +117,11 @@ fn hash_with(argon2: &Argon2<'_>, password: &str) -> Result<PasswordHash, HashEr
     Ok(PasswordHash(hash.to_string()))
 }
 
-fn verify_with(argon2: &Argon2<'_>, password: &str, hash: &PasswordHash) -> Result<bool, HashError> {
+fn verify_with(
+    argon2: &Argon2<'_>,
+    password: &str,
+    hash: &PasswordHash,
+) -> Result<bool, HashError> {
     let parsed = PhcHash::new(&hash.0).map_err(|e| HashError::Argon2(e.to_string()))?;
     // Verification takes its parameters from the stored hash; the comparison of the digests
     // inside `verify_password` is constant-time.
@@ -130,7 +134,11 @@ fn verify_with(argon2: &Argon2<'_>, password: &str, hash: &PasswordHash) -> Resu
 
 impl HashPool {
     /// Builds the pool; computes the dummy hash once (one hash of start-up time).
-    pub fn new(settings: &HashingSettings, threads: usize, queue: usize) -> Result<Self, HashError> {
+    pub fn new(
+        settings: &HashingSettings,
+        threads: usize,
+        queue: usize,
+    ) -> Result<Self, HashError> {
         let argon2 = argon2(settings)?;
         let mut random = [0u8; 32];
         rand::rng().fill_bytes(&mut random);
@@ -174,26 +182,30 @@ impl HashPool {
             .map_err(|_| HashError::QueueFull)?;
         let inner = Arc::clone(&self.inner);
         let span = tracing::Span::current();
-        let result = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let _permits = (admitted, running);
             job(&inner.argon2)
         })
         .await
-        .map_err(HashError::Join)?;
-        result
+        .map_err(HashError::Join)?
     }
 
     /// Hashes a new password.
     #[tracing::instrument(name = "password.hash", skip_all)]
     pub async fn hash(&self, password: Password) -> Result<PasswordHash, HashError> {
-        self.run(move |argon2| hash_with(argon2, password.expose())).await
+        self.run(move |argon2| hash_with(argon2, password.expose()))
+            .await
     }
 
     /// Verifies a password against a stored hash; with `None` (unknown user) verifies against
     /// the dummy hash and answers `false`, at the same cost.
     #[tracing::instrument(name = "password.verify", skip_all)]
-    pub async fn verify(&self, password: Password, hash: Option<PasswordHash>) -> Result<bool, HashError> {
+    pub async fn verify(
+        &self,
+        password: Password,
+        hash: Option<PasswordHash>,
+    ) -> Result<bool, HashError> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.inner.dummy.clone());
         let matched = self
@@ -267,7 +279,11 @@ pub fn check_password_size(password: &str) -> Result<(), PolicyError> {
 
 /// Checks a new password against the rules (NIST 800-63B: length only, no composition rules,
 /// not the email itself).
-pub fn check_new_password(password: &str, email: &str, min_chars: usize) -> Result<(), PolicyError> {
+pub fn check_new_password(
+    password: &str,
+    email: &str,
+    min_chars: usize,
+) -> Result<(), PolicyError> {
     check_password_size(password)?;
     if password.chars().count() < min_chars {
         return Err(PolicyError::Password(format!(
@@ -275,7 +291,9 @@ pub fn check_new_password(password: &str, email: &str, min_chars: usize) -> Resu
         )));
     }
     if password.trim().eq_ignore_ascii_case(email) {
-        return Err(PolicyError::Password("password must not be the email address".into()));
+        return Err(PolicyError::Password(
+            "password must not be the email address".into(),
+        ));
     }
     Ok(())
 }
@@ -286,8 +304,20 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_lowercased_and_checked() {
-        assert_eq!(normalize_email("  Ann@Example.COM ").as_deref(), Ok("ann@example.com"));
-        for bad in ["", "   ", "ann", "ann@", "@example.com", "ann@example", "a b@example.com", "ann@ex..com"] {
+        assert_eq!(
+            normalize_email("  Ann@Example.COM ").as_deref(),
+            Ok("ann@example.com")
+        );
+        for bad in [
+            "",
+            "   ",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "a b@example.com",
+            "ann@ex..com",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());
@@ -306,12 +336,34 @@ mod tests {
 
     #[tokio::test]
     async fn pool_verifies_and_refuses_when_full() {
-        let settings = HashingSettings { memory_kib: 64, iterations: 1, parallelism: 1, min_password_length: 8 };
+        let settings = HashingSettings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            min_password_length: 8,
+        };
         let pool = HashPool::new(&settings, 1, 0).expect("valid params");
-        let hash = pool.hash(Password::new("correct horse".into())).await.expect("hash");
+        let hash = pool
+            .hash(Password::new("correct horse".into()))
+            .await
+            .expect("hash");
         assert!(!format!("{hash:?}").contains("argon2"));
-        assert!(pool.verify(Password::new("correct horse".into()), Some(hash.clone())).await.expect("verify"));
-        assert!(!pool.verify(Password::new("wrong horse".into()), Some(hash)).await.expect("verify"));
-        assert!(!pool.verify(Password::new("correct horse".into()), None).await.expect("verify"));
+        assert!(
+            pool.verify(Password::new("correct horse".into()), Some(hash.clone()))
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !pool
+                .verify(Password::new("wrong horse".into()), Some(hash))
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !pool
+                .verify(Password::new("correct horse".into()), None)
+                .await
+                .expect("verify")
+        );
     }
 }

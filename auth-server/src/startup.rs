@@ -83,7 +83,10 @@ pub fn ensure_data_dir(path: &std::path::Path) -> Result<(), StartupError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|source| StartupError::DataDir { path: path.to_owned(), source })
+        .map_err(|source| StartupError::DataDir {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Opens the database (creating the data dir for the SQLite default) and applies migrations
@@ -104,12 +107,21 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let store = open_store(&settings).await?;
         let keys = KeySet::load_or_generate(&settings.data_dir)?;
-        let tokens = Arc::new(TokenIssuer::new(keys, settings.issuer.clone(), settings.access_token_ttl));
-        let hasher = HashPool::new(&settings.hashing, settings.hash_threads, settings.hash_queue)?;
+        let tokens = Arc::new(TokenIssuer::new(
+            keys,
+            settings.issuer.clone(),
+            settings.access_token_ttl,
+        ));
+        let hasher = HashPool::new(
+            &settings.hashing,
+            settings.hash_threads,
+            settings.hash_queue,
+        )?;
         let revocations = Revocations::new();
         let horizon = settings.access_token_ttl + Duration::from_secs(60);
         let since = storage::now_millis() - i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
-        revocations.revoke_all(storage::sessions::find_revoked_session_ids(store.conn(), since).await?);
+        revocations
+            .revoke_all(storage::sessions::find_revoked_session_ids(store.conn(), since).await?);
         let accounts = Accounts::new(
             store.clone(),
             hasher,
@@ -121,13 +133,24 @@ impl Application {
                 min_password_length: settings.hashing.min_password_length,
             },
         );
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| StartupError::Bind { addr: settings.listen, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind { addr: settings.listen, source })?;
-        Ok(Self { listener, local_addr, accounts, store, settings })
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            accounts,
+            store,
+            settings,
+        })
     }
 
     /// The bound port.
@@ -141,22 +164,37 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight calls finish.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
-        let Self { listener, local_addr, accounts, store, settings } = self;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let Self {
+            listener,
+            local_addr,
+            accounts,
+            store,
+            settings,
+        } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         for name in HEALTH_SERVICES {
-            reporter.set_service_status(name, ServingStatus::Serving).await;
+            reporter
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
         }
         let health_task = spawn_health_checker(store.clone(), reporter, settings.health_interval);
-        let prune_task = spawn_revocation_pruner(accounts.revocations().clone(), settings.access_token_ttl);
+        let prune_task =
+            spawn_revocation_pruner(accounts.revocations().clone(), settings.access_token_ttl);
 
+        // google.rpc error details too, so grpcurl decodes the ErrorInfo reasons.
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(auth_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(auth_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let auth = AuthServiceServer::new(AuthApi::new(accounts))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -182,17 +220,28 @@ impl Application {
 }
 
 /// Pings the database every `interval`; NOT_SERVING while it fails, SERVING again after.
-fn spawn_health_checker(store: Store, reporter: HealthReporter, interval: Duration) -> JoinHandle<()> {
+fn spawn_health_checker(
+    store: Store,
+    reporter: HealthReporter,
+    interval: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut serving = true;
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let healthy = matches!(tokio::time::timeout(interval.max(Duration::from_secs(1)), store.ping()).await, Ok(Ok(())));
+            let healthy = matches!(
+                tokio::time::timeout(interval.max(Duration::from_secs(1)), store.ping()).await,
+                Ok(Ok(()))
+            );
             if healthy != serving {
                 serving = healthy;
-                let status = if healthy { ServingStatus::Serving } else { ServingStatus::NotServing };
+                let status = if healthy {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
                 if healthy {
                     tracing::info!("database reachable again: SERVING");
                 } else {

@@ -130,10 +130,17 @@ impl fmt::Debug for SigningKey {
 
 impl SigningKey {
     fn from_secret(secret: AsymmetricSecretKey<V4>) -> Result<Self, KeyError> {
-        let public = AsymmetricPublicKey::<V4>::try_from(&secret).map_err(|_| KeyError::Generate)?;
+        let public =
+            AsymmetricPublicKey::<V4>::try_from(&secret).map_err(|_| KeyError::Generate)?;
         let mut kid = String::new();
-        Id::from(&public).fmt(&mut kid).map_err(|_| KeyError::Generate)?;
-        Ok(Self { kid, secret, public })
+        Id::from(&public)
+            .fmt(&mut kid)
+            .map_err(|_| KeyError::Generate)?;
+        Ok(Self {
+            kid,
+            secret,
+            public,
+        })
     }
 
     /// Generates a fresh key pair.
@@ -169,7 +176,11 @@ impl KeySet {
         if keys.is_empty() {
             return Err(KeyError::Generate);
         }
-        let by_kid = keys.iter().enumerate().map(|(i, k)| (k.kid.clone(), i)).collect();
+        let by_kid = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.kid.clone(), i))
+            .collect();
         Ok(Self { keys, by_kid })
     }
 
@@ -190,7 +201,9 @@ impl KeySet {
         if files.is_empty() {
             let key = SigningKey::generate()?;
             let mut paserk = String::new();
-            key.secret.fmt(&mut paserk).map_err(|_| KeyError::Generate)?;
+            key.secret
+                .fmt(&mut paserk)
+                .map_err(|_| KeyError::Generate)?;
             let stamp = OffsetDateTime::now_utc().unix_timestamp();
             let path = dir.join(format!("signing-{stamp:012}.paserk"));
             write_private_file(&path, paserk.as_bytes())?;
@@ -229,12 +242,18 @@ fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| KeyError::Io { path: dir.to_owned(), source })
+        .map_err(|source| KeyError::Io {
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let err = |source| KeyError::Io { path: path.to_owned(), source };
+    let err = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -331,8 +350,15 @@ impl TokenIssuer {
     }
 
     /// Signs a token for a session.
-    pub fn issue(&self, user_id: &str, session_id: &str, roles: &[String]) -> Result<IssuedToken, TokenError> {
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).map_err(|_| TokenError::Malformed)?;
+    pub fn issue(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        roles: &[String],
+    ) -> Result<IssuedToken, TokenError> {
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .map_err(|_| TokenError::Malformed)?;
         let expires_at = now + self.ttl;
         let token_id = uuid::Uuid::now_v7().to_string();
         let claims = WireClaims {
@@ -347,11 +373,17 @@ impl TokenIssuer {
         };
         let signer = self.keys.signer();
         let payload = serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?;
-        let footer = serde_json::to_vec(&WireFooter { kid: signer.kid.clone() })
-            .map_err(|_| TokenError::Malformed)?;
+        let footer = serde_json::to_vec(&WireFooter {
+            kid: signer.kid.clone(),
+        })
+        .map_err(|_| TokenError::Malformed)?;
         let token = PublicToken::sign(&signer.secret, &payload, Some(&footer), None)
             .map_err(|_| TokenError::Malformed)?;
-        Ok(IssuedToken { token, expires_at, token_id })
+        Ok(IssuedToken {
+            token,
+            expires_at,
+            token_id,
+        })
     }
 
     /// Verifies signature, issuer and validity window. Revocation is the caller's business.
@@ -409,7 +441,11 @@ mod tests {
     use super::*;
 
     fn issuer(keys: Vec<SigningKey>) -> TokenIssuer {
-        TokenIssuer::new(KeySet::new(keys).expect("non-empty"), "test".into(), Duration::from_secs(60))
+        TokenIssuer::new(
+            KeySet::new(keys).expect("non-empty"),
+            "test".into(),
+            Duration::from_secs(60),
+        )
     }
 
     #[test]
@@ -429,13 +465,19 @@ mod tests {
         let tokens = issuer(vec![SigningKey::generate().expect("key")]);
         let issued = tokens.issue("u1", "s1", &[]).expect("issue");
         let later = OffsetDateTime::now_utc() + Duration::from_secs(61);
-        assert_eq!(tokens.verify_at(&issued.token, later), Err(TokenError::Expired));
+        assert_eq!(
+            tokens.verify_at(&issued.token, later),
+            Err(TokenError::Expired)
+        );
 
         let mut tampered = issued.token.clone().into_bytes();
         let i = PublicToken::HEADER.len() + 10;
         tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).expect("ascii");
-        assert!(matches!(tokens.verify(&tampered), Err(TokenError::BadSignature | TokenError::Malformed)));
+        assert!(matches!(
+            tokens.verify(&tampered),
+            Err(TokenError::BadSignature | TokenError::Malformed)
+        ));
 
         let other = issuer(vec![SigningKey::generate().expect("key")]);
         assert_eq!(other.verify(&issued.token), Err(TokenError::UnknownKey));
@@ -456,6 +498,6 @@ mod tests {
         assert!(rotated.verify(&token).is_ok());
         let fresh = rotated.issue("u1", "s1", &[]).expect("issue").token;
         assert!(rotated.verify(&fresh).is_ok());
-        assert_ne!(rotated.keys().next().map(SigningKey::kid), Some(before.keys().signer().kid()));
+        assert_ne!(rotated.keys().signer().kid(), before.keys().signer().kid());
     }
 }

@@ -91,11 +91,31 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Users::Table)
                     .col(id_col(Users::Id).primary_key())
-                    .col(ColumnDef::new(Users::Email).string_len(254).not_null().unique_key())
-                    .col(ColumnDef::new(Users::EmailVerified).boolean().not_null().default(false))
-                    .col(ColumnDef::new(Users::DisplayName).string_len(256).not_null().default(""))
+                    .col(
+                        ColumnDef::new(Users::Email)
+                            .string_len(254)
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Users::EmailVerified)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .col(
+                        ColumnDef::new(Users::DisplayName)
+                            .string_len(256)
+                            .not_null()
+                            .default(""),
+                    )
                     .col(ColumnDef::new(Users::Roles).text().not_null())
-                    .col(ColumnDef::new(Users::Disabled).boolean().not_null().default(false))
+                    .col(
+                        ColumnDef::new(Users::Disabled)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
                     .col(ColumnDef::new(Users::Version).big_integer().not_null())
                     .col(millis(Users::CreatedAt))
                     .col(millis(Users::UpdatedAt))
@@ -128,7 +148,11 @@ impl MigrationTrait for Migration {
                     .col(millis(Sessions::LastUsedAt))
                     .col(millis(Sessions::ExpiresAt))
                     .col(millis_null(Sessions::RevokedAt))
-                    .col(ColumnDef::new(Sessions::RevokedReason).string_len(64).null())
+                    .col(
+                        ColumnDef::new(Sessions::RevokedReason)
+                            .string_len(64)
+                            .null(),
+                    )
                     .col(ColumnDef::new(Sessions::ClientAddr).string_len(64).null())
                     .col(ColumnDef::new(Sessions::UserAgent).string_len(512).null())
                     .foreign_key(
@@ -214,8 +238,17 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(EventSequence::Table)
-                    .col(ColumnDef::new(EventSequence::Id).integer().not_null().primary_key())
-                    .col(ColumnDef::new(EventSequence::LastSequence).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(EventSequence::Id)
+                            .integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(EventSequence::LastSequence)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;

@@ -22,25 +22,37 @@ impl AuthApi {
     }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::UserEventsResponse, Status>> + Send + 'static>>;
+type EventStream =
+    Pin<Box<dyn Stream<Item = Result<pb::UserEventsResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     #[tracing::instrument(name = "rpc.register", skip_all)]
-    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         let req = request.into_inner();
         let user = self
             .accounts
             .register(&req.email, Password::new(req.password), &req.display_name)
             .await?;
-        Ok(Response::new(pb::RegisterResponse { user: Some(user_pb(&user)) }))
+        Ok(Response::new(pb::RegisterResponse {
+            user: Some(user_pb(&user)),
+        }))
     }
 
     #[tracing::instrument(name = "rpc.login", skip_all)]
-    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
         let client = client_info(&request);
         let req = request.into_inner();
-        let s = self.accounts.login(&req.email, Password::new(req.password), &client).await?;
+        let s = self
+            .accounts
+            .login(&req.email, Password::new(req.password), &client)
+            .await?;
         Ok(Response::new(pb::LoginResponse {
             access_token: s.access.token,
             access_token_expires_at: Some(timestamp(s.access.expires_at)),
@@ -52,8 +64,14 @@ impl AuthService for AuthApi {
     }
 
     #[tracing::instrument(name = "rpc.refresh", skip_all)]
-    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::RefreshResponse>, Status> {
-        let s = self.accounts.refresh(&request.get_ref().refresh_token).await?;
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
+        let s = self
+            .accounts
+            .refresh(&request.get_ref().refresh_token)
+            .await?;
         Ok(Response::new(pb::RefreshResponse {
             access_token: s.access.token,
             access_token_expires_at: Some(timestamp(s.access.expires_at)),
@@ -65,13 +83,19 @@ impl AuthService for AuthApi {
     }
 
     #[tracing::instrument(name = "rpc.logout", skip_all)]
-    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
         let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
         self.accounts.logout(&claims).await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
-    async fn validate(&self, request: Request<pb::ValidateRequest>) -> Result<Response<pb::ValidateResponse>, Status> {
+    async fn validate(
+        &self,
+        request: Request<pb::ValidateRequest>,
+    ) -> Result<Response<pb::ValidateResponse>, Status> {
         let claims = self.accounts.validate(&request.get_ref().token)?;
         Ok(Response::new(pb::ValidateResponse {
             user_id: claims.user_id,
@@ -91,7 +115,11 @@ impl AuthService for AuthApi {
         let req = request.into_inner();
         let revoked = self
             .accounts
-            .change_password(&claims, Password::new(req.current_password), Password::new(req.new_password))
+            .change_password(
+                &claims,
+                Password::new(req.current_password),
+                Password::new(req.new_password),
+            )
             .await?;
         Ok(Response::new(pb::ChangePasswordResponse {
             revoked_sessions: u32::try_from(revoked).unwrap_or(u32::MAX),
@@ -107,9 +135,16 @@ impl AuthService for AuthApi {
         let keys = tokens
             .keys()
             .keys()
-            .map(|k| pb::PublicKey { key_id: k.kid().to_owned(), paserk: k.public_paserk(), signing: k.kid() == signer })
+            .map(|k| pb::PublicKey {
+                key_id: k.kid().to_owned(),
+                paserk: k.public_paserk(),
+                signing: k.kid() == signer,
+            })
             .collect();
-        Ok(Response::new(pb::GetPublicKeysResponse { keys, issuer: tokens.issuer().to_owned() }))
+        Ok(Response::new(pb::GetPublicKeysResponse {
+            keys,
+            issuer: tokens.issuer().to_owned(),
+        }))
     }
 
     type UserEventsStream = EventStream;
@@ -118,6 +153,8 @@ impl AuthService for AuthApi {
         &self,
         _request: Request<pb::UserEventsRequest>,
     ) -> Result<Response<Self::UserEventsStream>, Status> {
-        Err(Status::unimplemented("UserEvents streaming is not available in this version yet"))
+        Err(Status::unimplemented(
+            "UserEvents streaming is not available in this version yet",
+        ))
     }
 }

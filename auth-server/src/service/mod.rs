@@ -94,7 +94,14 @@ mod tests {
     fn bearer_header_must_be_exactly_one_bearer_token() {
         assert_eq!(bearer_token(&metadata(&["Bearer abc"])).ok(), Some("abc"));
         assert_eq!(bearer_token(&metadata(&["bearer  abc "])).ok(), Some("abc"));
-        for bad in [&[][..], &["Basic dXNlcjpwYXNz"], &["Bearer"], &["Bearer "], &["Bearer a", "Bearer b"], &["abc"]] {
+        for bad in [
+            &[][..],
+            &["Basic dXNlcjpwYXNz"],
+            &["Bearer"],
+            &["Bearer "],
+            &["Bearer a", "Bearer b"],
+            &["abc"],
+        ] {
             assert!(bearer_token(&metadata(bad)).is_err(), "{bad:?}");
         }
     }

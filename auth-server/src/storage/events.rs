@@ -127,7 +127,11 @@ pub async fn append_event(
 }
 
 /// Up to `limit` events with a sequence greater than `after`, in order.
-pub async fn find_events_after(conn: &impl ConnectionTrait, after: i64, limit: u64) -> StorageResult<Vec<StoredEvent>> {
+pub async fn find_events_after(
+    conn: &impl ConnectionTrait,
+    after: i64,
+    limit: u64,
+) -> StorageResult<Vec<StoredEvent>> {
     user_events::Entity::find()
         .filter(user_events::Column::Sequence.gt(after))
         .order_by_asc(user_events::Column::Sequence)
@@ -136,11 +140,18 @@ pub async fn find_events_after(conn: &impl ConnectionTrait, after: i64, limit: u
         .await?
         .into_iter()
         .map(|m| {
-            let kind = EventKind::parse(&m.kind)
-                .ok_or_else(|| StorageError::Corrupt(format!("event {} kind {}", m.sequence, m.kind)))?;
+            let kind = EventKind::parse(&m.kind).ok_or_else(|| {
+                StorageError::Corrupt(format!("event {} kind {}", m.sequence, m.kind))
+            })?;
             let user = serde_json::from_str(&m.payload)
                 .map_err(|_| StorageError::Corrupt(format!("event {} payload", m.sequence)))?;
-            Ok(StoredEvent { sequence: m.sequence, kind, user, session_id: m.session_id, occurred_at: m.occurred_at })
+            Ok(StoredEvent {
+                sequence: m.sequence,
+                kind,
+                user,
+                session_id: m.session_id,
+                occurred_at: m.occurred_at,
+            })
         })
         .collect()
 }

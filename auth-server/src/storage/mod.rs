@@ -161,7 +161,11 @@ impl Store {
 
     /// Whether every migration is applied.
     pub async fn is_migrated(&self) -> StorageResult<bool> {
-        Ok(self.migration_status().await?.iter().all(|(_, applied)| *applied))
+        Ok(self
+            .migration_status()
+            .await?
+            .iter()
+            .all(|(_, applied)| *applied))
     }
 
     /// Round trip to the database (health checks).

@@ -55,7 +55,12 @@ pub struct SessionRecord {
 
 impl From<sessions::Model> for SessionRecord {
     fn from(m: sessions::Model) -> Self {
-        Self { id: m.id, user_id: m.user_id, revoked_at: m.revoked_at, expires_at: m.expires_at }
+        Self {
+            id: m.id,
+            user_id: m.user_id,
+            revoked_at: m.revoked_at,
+            expires_at: m.expires_at,
+        }
     }
 }
 
@@ -104,8 +109,14 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// The session with this id.
-pub async fn find_session(conn: &impl ConnectionTrait, id: &str) -> StorageResult<Option<SessionRecord>> {
-    Ok(sessions::Entity::find_by_id(id.to_owned()).one(conn).await?.map(Into::into))
+pub async fn find_session(
+    conn: &impl ConnectionTrait,
+    id: &str,
+) -> StorageResult<Option<SessionRecord>> {
+    Ok(sessions::Entity::find_by_id(id.to_owned())
+        .one(conn)
+        .await?
+        .map(Into::into))
 }
 
 /// Records a refresh token hash.
@@ -129,16 +140,27 @@ pub async fn create_refresh_token(
 }
 
 /// The refresh token with this hash.
-pub async fn find_refresh_token(conn: &impl ConnectionTrait, token_hash: &str) -> StorageResult<Option<RefreshRecord>> {
+pub async fn find_refresh_token(
+    conn: &impl ConnectionTrait,
+    token_hash: &str,
+) -> StorageResult<Option<RefreshRecord>> {
     Ok(refresh_tokens::Entity::find_by_id(token_hash.to_owned())
         .one(conn)
         .await?
-        .map(|m| RefreshRecord { session_id: m.session_id, expires_at: m.expires_at, used_at: m.used_at }))
+        .map(|m| RefreshRecord {
+            session_id: m.session_id,
+            expires_at: m.expires_at,
+            used_at: m.used_at,
+        }))
 }
 
 /// Marks a refresh token spent if it is not yet; `false` if someone else spent it first.
 /// On PostgreSQL the row lock makes a concurrent spender wait and then see `used_at` set.
-pub async fn spend_refresh_token(conn: &impl ConnectionTrait, token_hash: &str, now: i64) -> StorageResult<bool> {
+pub async fn spend_refresh_token(
+    conn: &impl ConnectionTrait,
+    token_hash: &str,
+    now: i64,
+) -> StorageResult<bool> {
     let result = refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::UsedAt, Expr::value(now))
         .filter(refresh_tokens::Column::TokenHash.eq(token_hash))
@@ -149,7 +171,12 @@ pub async fn spend_refresh_token(conn: &impl ConnectionTrait, token_hash: &str, 
 }
 
 /// Extends a session after a refresh.
-pub async fn update_session_used(conn: &impl ConnectionTrait, id: &str, now: i64, expires_at: i64) -> StorageResult<()> {
+pub async fn update_session_used(
+    conn: &impl ConnectionTrait,
+    id: &str,
+    now: i64,
+    expires_at: i64,
+) -> StorageResult<()> {
     sessions::Entity::update_many()
         .col_expr(sessions::Column::LastUsedAt, Expr::value(now))
         .col_expr(sessions::Column::ExpiresAt, Expr::value(expires_at))
@@ -160,10 +187,18 @@ pub async fn update_session_used(conn: &impl ConnectionTrait, id: &str, now: i64
 }
 
 /// Revokes one session; `false` if it was already revoked (or does not exist).
-pub async fn revoke_session(conn: &impl ConnectionTrait, id: &str, reason: RevokeReason, now: i64) -> StorageResult<bool> {
+pub async fn revoke_session(
+    conn: &impl ConnectionTrait,
+    id: &str,
+    reason: RevokeReason,
+    now: i64,
+) -> StorageResult<bool> {
     let result = sessions::Entity::update_many()
         .col_expr(sessions::Column::RevokedAt, Expr::value(now))
-        .col_expr(sessions::Column::RevokedReason, Expr::value(reason.as_str()))
+        .col_expr(
+            sessions::Column::RevokedReason,
+            Expr::value(reason.as_str()),
+        )
         .filter(sessions::Column::Id.eq(id))
         .filter(sessions::Column::RevokedAt.is_null())
         .exec(conn)
@@ -200,7 +235,10 @@ pub async fn revoke_user_sessions(
 
 /// Ids of sessions revoked at or after `since` (unix ms): the ones whose access tokens may
 /// still be unexpired, which the in-memory revocation set must know at start.
-pub async fn find_revoked_session_ids(conn: &impl ConnectionTrait, since: i64) -> StorageResult<Vec<String>> {
+pub async fn find_revoked_session_ids(
+    conn: &impl ConnectionTrait,
+    since: i64,
+) -> StorageResult<Vec<String>> {
     Ok(sessions::Entity::find()
         .select_only()
         .column(sessions::Column::Id)

@@ -1,9 +1,8 @@
 //! Users and their password hashes.
 
 use sea_orm::{
-    ExprTrait as _,
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait as _,
+    QueryFilter, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +71,10 @@ fn roles_json(roles: &[String]) -> StorageResult<String> {
 }
 
 /// The user with this normalized email.
-pub async fn find_user_by_email(conn: &impl ConnectionTrait, email: &str) -> StorageResult<Option<UserRecord>> {
+pub async fn find_user_by_email(
+    conn: &impl ConnectionTrait,
+    email: &str,
+) -> StorageResult<Option<UserRecord>> {
     users::Entity::find()
         .filter(users::Column::Email.eq(email))
         .one(conn)
@@ -91,7 +93,10 @@ pub async fn find_user(conn: &impl ConnectionTrait, id: &str) -> StorageResult<O
 }
 
 /// The user's password hash, if any.
-pub async fn find_password_hash(conn: &impl ConnectionTrait, user_id: &str) -> StorageResult<Option<PasswordHash>> {
+pub async fn find_password_hash(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+) -> StorageResult<Option<PasswordHash>> {
     Ok(credentials::Entity::find_by_id(user_id.to_owned())
         .one(conn)
         .await?
@@ -158,9 +163,16 @@ pub async fn update_password(
     bump_version(conn, user_id, now).await
 }
 
-async fn bump_version(conn: &impl ConnectionTrait, user_id: &str, now: i64) -> StorageResult<Option<UserRecord>> {
+async fn bump_version(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+    now: i64,
+) -> StorageResult<Option<UserRecord>> {
     users::Entity::update_many()
-        .col_expr(users::Column::Version, Expr::col(users::Column::Version).add(1))
+        .col_expr(
+            users::Column::Version,
+            Expr::col(users::Column::Version).add(1),
+        )
         .col_expr(users::Column::UpdatedAt, Expr::value(now))
         .filter(users::Column::Id.eq(user_id))
         .exec(conn)

@@ -1,1 +1,10 @@
-fn main(){}
+//! Integration tests of auth-server: one binary, real server on loopback, real SQLite file
+//! and real PostgreSQL database.
+
+mod account;
+mod bad_input;
+mod cli;
+mod concurrency;
+mod health;
+mod helpers;
+mod reflection;

@@ -1,0 +1,342 @@
+//! `spawn_app`: a real server on `127.0.0.1:0` over a fresh SQLite file or a fresh PostgreSQL
+//! database, with a connected tonic client.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
+
+use auth_proto::pb::{self, auth_service_client::AuthServiceClient};
+use auth_server::{
+    Application, Settings,
+    config::HashingSettings,
+    storage::{Store, UserRecord},
+};
+use sea_orm::{ConnectionTrait, Database};
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
+use tonic_types::StatusExt;
+
+/// Which database backs the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Cheap argon2 parameters so tests spend their time on behaviour, not hashing.
+pub const CHEAP_HASHING: HashingSettings = HashingSettings {
+    memory_kib: 256,
+    iterations: 1,
+    parallelism: 1,
+    min_password_length: 8,
+};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        auth_server::telemetry::init();
+    }
+});
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database that lives as long as the test: a SQLite file in a temp dir or a fresh
+/// PostgreSQL database, dropped at the end.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    async fn create(kind: Db, dir: &TempDir) -> Self {
+        match kind {
+            Db::Sqlite => Self {
+                url: format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display()),
+                pg_name: None,
+            },
+            Db::Postgres => {
+                let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(admin_url())
+                    .await
+                    .expect("PostgreSQL for tests must be reachable at TEST_DATABASE_URL");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let base = admin_url();
+                let (prefix, _) = base
+                    .rsplit_once('/')
+                    .expect("TEST_DATABASE_URL has a database path");
+                Self {
+                    url: format!("{prefix}/{name}"),
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    pub fn pg_name(&self) -> Option<&str> {
+        self.pg_name.as_deref()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs outside any runtime guarantee; use a private one on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let admin = Database::connect(admin_url()).await.ok()?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+                    .ok();
+                admin.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Runs SQL against the test's PostgreSQL server as the admin user.
+pub async fn pg_admin(sql: &str) {
+    let admin = Database::connect(admin_url())
+        .await
+        .expect("admin connection");
+    admin.execute_unprepared(sql).await.expect("admin sql");
+    admin.close().await.ok();
+}
+
+/// A running server and a client connected to it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: AuthServiceClient<Channel>,
+    pub settings: Settings,
+    pub db: Arc<TestDb>,
+    pub dir: Arc<TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+pub async fn spawn_app(db: Db) -> TestApp {
+    spawn_app_with(db, |_| {}).await
+}
+
+pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    LazyLock::force(&TRACING);
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let db = Arc::new(TestDb::create(db, &dir).await);
+    let mut settings = Settings::for_data_dir(dir.path().join("data"), Some(db.url.clone()));
+    settings.hashing = CHEAP_HASHING;
+    settings.health_interval = Duration::from_millis(200);
+    settings.db_max_connections = 8;
+    tweak(&mut settings);
+    start(settings, db, dir).await
+}
+
+async fn start(settings: Settings, db: Arc<TestDb>, dir: Arc<TempDir>) -> TestApp {
+    let app = Application::build(settings.clone())
+        .await
+        .expect("server builds");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    let client = AuthServiceClient::new(channel(addr).await);
+    TestApp {
+        addr,
+        client,
+        settings,
+        db,
+        dir,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("server accepts connections")
+}
+
+impl TestApp {
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task");
+        }
+    }
+
+    /// Stops the server and starts a new one on the same database and data dir.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let settings = self.settings.clone();
+        start(settings, Arc::clone(&self.db), Arc::clone(&self.dir)).await
+    }
+
+    /// A storage handle on the server's database, to check what was (not) written.
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.db.url, 2).await.expect("store")
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Result<pb::User, Status> {
+        let req = pb::RegisterRequest {
+            email: email.into(),
+            password: password.into(),
+            display_name: String::new(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .register(req)
+            .await?
+            .into_inner()
+            .user
+            .expect("user"))
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<pb::LoginResponse, Status> {
+        let req = pb::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+        };
+        Ok(self.client.clone().login(req).await?.into_inner())
+    }
+
+    pub async fn validate(&self, token: &str) -> Result<pb::ValidateResponse, Status> {
+        Ok(self
+            .client
+            .clone()
+            .validate(pb::ValidateRequest {
+                token: token.into(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Result<pb::RefreshResponse, Status> {
+        let req = pb::RefreshRequest {
+            refresh_token: refresh_token.into(),
+        };
+        Ok(self.client.clone().refresh(req).await?.into_inner())
+    }
+
+    pub async fn logout(&self, token: &str) -> Result<(), Status> {
+        self.client
+            .clone()
+            .logout(bearer(pb::LogoutRequest {}, token))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn change_password(
+        &self,
+        token: &str,
+        current: &str,
+        new: &str,
+    ) -> Result<u32, Status> {
+        let req = pb::ChangePasswordRequest {
+            current_password: current.into(),
+            new_password: new.into(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .change_password(bearer(req, token))
+            .await?
+            .into_inner()
+            .revoked_sessions)
+    }
+
+    /// Registers `email` with [`PASSWORD`] and logs in.
+    pub async fn signed_up(&self, email: &str) -> pb::LoginResponse {
+        self.register(email, PASSWORD).await.expect("register");
+        self.login(email, PASSWORD).await.expect("login")
+    }
+
+    pub async fn find_user_by_email(&self, email: &str) -> Option<UserRecord> {
+        let store = self.store().await;
+        let user = auth_server::storage::users::find_user_by_email(store.conn(), email)
+            .await
+            .expect("query");
+        store.close().await;
+        user
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Wraps a message in a request with `authorization: Bearer <token>`.
+pub fn bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value = MetadataValue::try_from(format!("Bearer {token}")).expect("ascii token");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// The `ErrorInfo` reason of a status, if any.
+pub fn reason(status: &Status) -> Option<String> {
+    status.get_details_error_info().map(|info| info.reason)
+}
+
+/// Asserts a status code (and shows the status on failure).
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got OK: {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// Declares `mod name { sqlite, postgres }` tests that run `name(Db)` on each backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Db::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Db::Postgres).await
+                }
+            }
+        )*
+    };
+}

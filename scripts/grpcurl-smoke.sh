@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Walks the README's grpcurl session against a real `auth-server serve`, with reflection only
+# (no .proto files): list/describe, health, register, duplicate, bad input, login, validate,
+# wrong password vs unknown email, tampered token, change password, refresh rotation and reuse,
+# logout, and a restart that keeps users and keys.
+#
+# usage: scripts/grpcurl-smoke.sh [DATABASE_URL]     (default: SQLite in a temp data dir)
+# needs: target/debug/auth-server (or AUTH_SERVER_BIN), grpcurl, python3
+set -euo pipefail
+
+BIN=${AUTH_SERVER_BIN:-target/debug/auth-server}
+WORK=$(mktemp -d)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+ADDR=127.0.0.1:$PORT
+export AUTH_LISTEN=$ADDR AUTH_DATA_DIR=$WORK/data AUTH_ALLOW_REGISTRATION=true RUST_LOG=warn
+[ -n "${1:-}" ] && export AUTH_DATABASE_URL=$1
+SERVER_PID=
+
+start() {
+  "$BIN" serve >>"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    grpcurl -plaintext "$ADDR" list >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server did not start"; cat "$WORK/server.log"; exit 1
+}
+stop() { [ -n "$SERVER_PID" ] && kill -TERM "$SERVER_PID" && wait "$SERVER_PID" || true; SERVER_PID=; }
+trap 'stop; rm -rf "$WORK"' EXIT
+
+fail() { echo "FAIL: $*"; cat "$WORK/server.log"; exit 1; }
+call() { # call METHOD JSON [TOKEN] -> stdout json, or "ERROR <code> <message>"
+  local method=$1 data=$2 token=${3:-} args=(-plaintext -format-error)
+  [ -n "$token" ] && args+=(-H "authorization: Bearer $token")
+  grpcurl "${args[@]}" -d "$data" "$ADDR" "auth.v1.AuthService/$method" 2>&1 || true
+}
+expect_code() { # expect_code CODE OUTPUT WHAT
+  grep -q "\"code\": $1\b" <<<"$2" || fail "$3: wanted code $1, got: $2"
+}
+field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+passed=0
+ok() { passed=$((passed + 1)); echo "ok - $*"; }
+
+start
+grpcurl -plaintext "$ADDR" list | grep -q '^auth.v1.AuthService$' || fail "list"
+grpcurl -plaintext "$ADDR" describe auth.v1.AuthService | grep -q 'rpc Login' || fail "describe"
+grpcurl -plaintext "$ADDR" list | grep -q '^grpc.health.v1.Health$' || fail "health listed"
+grpcurl -plaintext "$ADDR" grpc.health.v1.Health/Check | grep -q SERVING || fail "health"
+ok "reflection list/describe and health"
+
+out=$(call Register '{"email":"Ann@Example.com","password":"correct horse battery"}')
+grep -q '"email": "ann@example.com"' <<<"$out" || fail "register: $out"
+expect_code 6 "$(call Register '{"email":"ann@example.com","password":"correct horse battery"}')" duplicate
+expect_code 3 "$(call Register '{"email":"not-an-email","password":"correct horse battery"}')" "malformed email"
+expect_code 3 "$(call Register '{"email":"bob@example.com","password":"short"}')" "short password"
+ok "register, ALREADY_EXISTS, INVALID_ARGUMENT"
+
+login=$(call Login '{"email":"ann@example.com","password":"correct horse battery"}')
+ACCESS=$(field accessToken <<<"$login") || fail "login: $login"
+REFRESH=$(field refreshToken <<<"$login")
+call Validate "{\"token\":\"$ACCESS\"}" | grep -q '"userId"' || fail "validate"
+wrong=$(call Login '{"email":"ann@example.com","password":"wrong password"}')
+unknown=$(call Login '{"email":"nobody@example.com","password":"wrong password"}')
+expect_code 16 "$wrong" "wrong password"
+[ "$wrong" = "$unknown" ] || fail "unknown email differs from wrong password: $wrong vs $unknown"
+TAMPERED="${ACCESS:0:30}$([ "${ACCESS:30:1}" = A ] && echo B || echo A)${ACCESS:31}"
+expect_code 16 "$(call Validate "{\"token\":\"$TAMPERED\"}")" "tampered token"
+ok "login, validate, identical wrong-password/unknown-email error, tampered token"
+
+second=$(call Login '{"email":"ann@example.com","password":"correct horse battery"}')
+ACCESS2=$(field accessToken <<<"$second")
+expect_code 16 "$(call ChangePassword '{"currentPassword":"correct horse battery","newPassword":"new password 22"}')" "change password without token"
+expect_code 16 "$(call ChangePassword '{"currentPassword":"wrong one","newPassword":"new password 22"}' "$ACCESS2")" "change password wrong current"
+call ChangePassword '{"currentPassword":"correct horse battery","newPassword":"new password 22"}' "$ACCESS2" | grep -q revokedSessions || fail "change password"
+expect_code 16 "$(call Validate "{\"token\":\"$ACCESS\"}")" "other session revoked by password change"
+call Validate "{\"token\":\"$ACCESS2\"}" | grep -q userId || fail "caller's session kept"
+expect_code 16 "$(call Login '{"email":"ann@example.com","password":"correct horse battery"}')" "old password"
+ok "change password revokes the other session, keeps the caller's, old password fails"
+
+third=$(call Login '{"email":"ann@example.com","password":"new password 22"}')
+REFRESH3=$(field refreshToken <<<"$third")
+rotated=$(call Refresh "{\"refreshToken\":\"$REFRESH3\"}")
+ACCESS4=$(field accessToken <<<"$rotated") || fail "refresh: $rotated"
+[ "$(field refreshToken <<<"$rotated")" != "$REFRESH3" ] || fail "refresh did not rotate"
+expect_code 16 "$(call Refresh "{\"refreshToken\":\"$REFRESH3\"}")" "refresh reuse"
+expect_code 16 "$(call Validate "{\"token\":\"$ACCESS4\"}")" "session dead after reuse"
+ok "refresh rotates; reuse is UNAUTHENTICATED and kills the session"
+
+call Logout '{}' "$ACCESS2" >/dev/null
+expect_code 16 "$(call Validate "{\"token\":\"$ACCESS2\"}")" "logout"
+ok "logout kills the token"
+
+fourth=$(call Login '{"email":"ann@example.com","password":"new password 22"}')
+ACCESS5=$(field accessToken <<<"$fourth")
+stop
+start
+call Validate "{\"token\":\"$ACCESS5\"}" | grep -q userId || fail "token after restart"
+call Login '{"email":"ann@example.com","password":"new password 22"}' | grep -q accessToken || fail "login after restart"
+ok "users and tokens survive a restart"
+
+echo "$passed passed, 0 failed"
