@@ -1,0 +1,291 @@
+//! Load generator for `Validate` and `Login`, with same-run baselines.
+//!
+//! It measures, on the same cores and in the same run:
+//! 1. raw `pasetors` v4.public verifies/s on every core (the ceiling for `Validate`);
+//! 2. raw argon2id hashes/s on the hash pool's thread count (the ceiling for `Login`);
+//! 3. `Validate` and `Login` through gRPC from N concurrent callers: req/s, p50, p99;
+//!
+//! and prints the ratios. Without `--target` it starts an in-process server on a temporary
+//! SQLite database with the production argon2 parameters.
+//!
+//! `cargo run --release -p auth-server --example loadgen -- --concurrency 32 --seconds 10`
+
+#![allow(missing_docs)]
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use auth_proto::pb::{self, auth_service_client::AuthServiceClient};
+use auth_server::{
+    Application, Settings,
+    config::HashingSettings,
+    passwords::{HashPool, Password},
+};
+use clap::Parser;
+use pasetors::{
+    Public,
+    keys::{AsymmetricKeyPair, Generate},
+    token::UntrustedToken,
+    version4::{PublicToken, V4},
+};
+use tonic::{Code, transport::Channel};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Server to load (`host:port`); default: an in-process server on a temporary SQLite file.
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// HTTP/2 connections the callers share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Rounds of (baseline, measurement); the median ratio is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Hash threads of the in-process server (default: cores).
+    #[arg(long)]
+    hash_threads: Option<usize>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs `work` on `threads` OS threads for `duration`; returns operations per second.
+fn per_second_on_threads(threads: usize, duration: Duration, work: impl Fn() + Sync) -> f64 {
+    let done = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    work();
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+    });
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Measured {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+    exhausted: u64,
+}
+
+/// `concurrency` callers repeat `call` for `duration`.
+async fn measure<F, Fut>(concurrency: usize, duration: Duration, call: F) -> Measured
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let call = Arc::new(call);
+    let deadline = Instant::now() + duration;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let call = Arc::clone(&call);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let (mut errors, mut exhausted) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match call(worker).await {
+                    Ok(()) => latencies.push(t.elapsed()),
+                    Err(s) if s.code() == Code::ResourceExhausted => exhausted += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, errors, exhausted)
+        }));
+    }
+    let mut all = Vec::new();
+    let (mut errors, mut exhausted) = (0, 0);
+    for task in tasks {
+        let (l, e, x) = task.await.expect("worker");
+        all.extend(l);
+        errors += e;
+        exhausted += x;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+    };
+    Measured {
+        per_second: all.len() as f64 / elapsed,
+        p50: pick(0.50).unwrap_or_default(),
+        p99: pick(0.99).unwrap_or_default(),
+        errors,
+        exhausted,
+    }
+}
+
+fn report(name: &str, m: &Measured) {
+    println!(
+        "  {name:<10} {:>10.0} req/s   p50 {:>8.2} ms   p99 {:>8.2} ms   errors {}   resource_exhausted {}",
+        m.per_second,
+        m.p50.as_secs_f64() * 1e3,
+        m.p99.as_secs_f64() * 1e3,
+        m.errors,
+        m.exhausted
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let duration = Duration::from_secs(args.seconds);
+    let hash_threads = args.hash_threads.unwrap_or_else(cores);
+    let hashing = HashingSettings {
+        memory_kib: 19_456,
+        iterations: 2,
+        parallelism: 1,
+        min_password_length: 8,
+    };
+
+    // Server.
+    let _dir;
+    let addr = match args.target {
+        Some(addr) => addr,
+        None => {
+            let dir = tempfile::tempdir()?;
+            let mut settings = Settings::for_data_dir(dir.path().join("data"), None);
+            settings.hashing = hashing;
+            settings.hash_threads = hash_threads;
+            settings.hash_queue = args.concurrency * 2;
+            let app = Application::build(settings).await?;
+            let addr = app.local_addr();
+            tokio::spawn(app.run_until_stopped(std::future::pending()));
+            _dir = dir;
+            addr
+        }
+    };
+    println!(
+        "auth-server at {addr}; {} cores; {} callers; {} s per measurement",
+        cores(),
+        args.concurrency,
+        args.seconds
+    );
+
+    // Baselines, same cores, same run.
+    let pair = AsymmetricKeyPair::<V4>::generate().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let sample = PublicToken::sign(
+        &pair.secret,
+        &[b'x'; 330],
+        Some(b"{\"kid\":\"k4.pid.x\"}"),
+        None,
+    )
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let raw_verify = || {
+        per_second_on_threads(cores(), duration, || {
+            let t = UntrustedToken::<Public, V4>::try_from(sample.as_str()).expect("parse");
+            PublicToken::verify(&pair.public, &t, None, None).expect("valid");
+        })
+    };
+    let pool = HashPool::new(&hashing, 1, 0)?;
+    let raw_password = Password::new("correct horse battery".into());
+    let raw_hash = || {
+        per_second_on_threads(hash_threads, duration, || {
+            pool.hash_blocking(&raw_password).expect("hash");
+        })
+    };
+
+    // Clients.
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(
+            Channel::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await?,
+        );
+    }
+    let client = |i: usize| AuthServiceClient::new(channels[i % channels.len()].clone());
+    let email = format!("load-{}@example.com", uuid::Uuid::new_v4().simple());
+    let password = "correct horse battery".to_owned();
+    let mut c = client(0);
+    c.register(pb::RegisterRequest {
+        email: email.clone(),
+        password: password.clone(),
+        display_name: String::new(),
+    })
+    .await?;
+    let token = c
+        .login(pb::LoginRequest {
+            email: email.clone(),
+            password: password.clone(),
+        })
+        .await?
+        .into_inner()
+        .access_token;
+    let clients: Arc<Vec<_>> = Arc::new((0..args.concurrency).map(client).collect());
+
+    // Rounds alternate baseline and measurement so drift on a noisy machine hits both.
+    let (mut verify_ratios, mut login_ratios) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        println!("round {round}");
+        let verify_base = raw_verify();
+        println!(
+            "  raw pasetors verify on {} threads: {verify_base:>10.0} /s",
+            cores()
+        );
+        let validate = {
+            let clients = Arc::clone(&clients);
+            let token = token.clone();
+            measure(args.concurrency, duration, move |w| {
+                let mut c = clients[w].clone();
+                let token = token.clone();
+                async move { c.validate(pb::ValidateRequest { token }).await.map(|_| ()) }
+            })
+            .await
+        };
+        report("Validate", &validate);
+        let hash_base = raw_hash();
+        println!("  raw argon2id hash on {hash_threads} threads: {hash_base:>10.1} /s");
+        let login = {
+            let clients = Arc::clone(&clients);
+            let (email, password) = (email.clone(), password.clone());
+            measure(args.concurrency, duration, move |w| {
+                let mut c = clients[w].clone();
+                let req = pb::LoginRequest {
+                    email: email.clone(),
+                    password: password.clone(),
+                };
+                async move { c.login(req).await.map(|_| ()) }
+            })
+            .await
+        };
+        report("Login", &login);
+        verify_ratios.push(validate.per_second / verify_base);
+        login_ratios.push(login.per_second / hash_base);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "median ratios over {} rounds: Validate / raw verify = {:.0} %   Login / raw hash ({hash_threads} threads) = {:.0} %",
+        args.rounds,
+        100.0 * median(&mut verify_ratios),
+        100.0 * median(&mut login_ratios)
+    );
+    Ok(())
+}
