@@ -1,18 +1,29 @@
 //! Password hashing (argon2id) on a bounded pool, and the password and email rules.
 //!
 //! Hashing is CPU- and memory-heavy on purpose, so it never runs on the async runtime: the
-//! [`HashPool`] admits at most `threads + queue` jobs, runs at most `threads` at once on
-//! blocking threads, and refuses the rest at once with [`HashError::QueueFull`]. A storm of
-//! logins therefore costs bounded memory and leaves the runtime free for `Validate`.
+//! [`HashPool`] owns `threads` dedicated OS threads fed by a bounded queue. A job that finds
+//! every thread busy and the queue full is refused at once with [`HashError::QueueFull`], so a
+//! storm of logins costs bounded memory and leaves the runtime free for `Validate`. Each thread
+//! keeps its argon2 memory (19 MiB by default) between jobs instead of allocating, zeroing and
+//! page-faulting it in on every hash.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc::{self, Receiver, SyncSender, TrySendError},
+    },
+};
 
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash as PhcHash, PasswordHasher, PasswordVerifier, Version,
-    password_hash::SaltString,
+    Algorithm, Argon2, Block, Params, PasswordHash as PhcHash, Version,
+    password_hash::{Output, ParamsString, SaltString},
 };
 use rand::RngCore;
-use tokio::sync::Semaphore;
+use subtle::ConstantTimeEq as _;
+use tokio::sync::oneshot;
 
 use crate::config::HashingSettings;
 
@@ -20,6 +31,9 @@ use crate::config::HashingSettings;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Longest accepted email, in bytes (RFC 5321 path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
+/// Largest argon2 memory cost a stored hash may ask for (4 GiB), so a corrupt row cannot make a
+/// worker allocate without bound.
+const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
 
 /// A password held in memory: prints as `[redacted]`.
 #[derive(Clone)]
@@ -62,10 +76,94 @@ pub enum HashError {
     /// The argon2 parameters or a stored hash are malformed.
     #[error("argon2 failure: {0}")]
     Argon2(String),
-    /// The blocking task died.
-    #[error("hashing task failed")]
-    Join(#[source] tokio::task::JoinError),
+    /// The worker died before answering.
+    #[error("hashing worker failed")]
+    WorkerGone,
 }
+
+fn argon2_error(e: impl fmt::Display) -> HashError {
+    HashError::Argon2(e.to_string())
+}
+
+/// Per-thread argon2 working memory, reused across jobs.
+struct Memory(Vec<Block>);
+
+impl Memory {
+    fn blocks(&mut self, params: &Params) -> &mut [Block] {
+        let count = params.block_count();
+        if self.0.len() < count {
+            self.0.resize(count, Block::default());
+        }
+        &mut self.0[..count]
+    }
+}
+
+fn hash_with(
+    argon2: &Argon2<'_>,
+    memory: &mut Memory,
+    password: &str,
+) -> Result<PasswordHash, HashError> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt_string = SaltString::encode_b64(&salt).map_err(argon2_error)?;
+    let params = argon2.params().clone();
+    let blocks = memory.blocks(&params);
+    let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+        argon2
+            .hash_password_into_with_memory(password.as_bytes(), &salt, out, &mut *blocks)
+            .map_err(|_| argon2::password_hash::Error::Crypto)
+    })
+    .map_err(argon2_error)?;
+    let phc = PhcHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(argon2_error)?,
+        salt: Some(salt_string.as_salt()),
+        hash: Some(output),
+    };
+    Ok(PasswordHash(phc.to_string()))
+}
+
+/// Recomputes the hash with the parameters, salt and length stored in `hash` and compares in
+/// constant time.
+fn verify_with(
+    memory: &mut Memory,
+    password: &str,
+    hash: &PasswordHash,
+) -> Result<bool, HashError> {
+    let phc = PhcHash::new(&hash.0).map_err(argon2_error)?;
+    let algorithm = Algorithm::try_from(phc.algorithm).map_err(argon2_error)?;
+    let version = phc
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(argon2_error)?
+        .unwrap_or_default();
+    let params = Params::try_from(&phc).map_err(argon2_error)?;
+    if params.m_cost() > MAX_MEMORY_KIB {
+        return Err(HashError::Argon2(
+            "stored hash asks for too much memory".into(),
+        ));
+    }
+    let (Some(salt), Some(expected)) = (phc.salt, phc.hash) else {
+        return Err(HashError::Argon2("stored hash lacks salt or output".into()));
+    };
+    let mut salt_buf = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_buf).map_err(argon2_error)?;
+    let mut computed = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    argon2
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut computed,
+            memory.blocks(&params),
+        )
+        .map_err(argon2_error)?;
+    Ok(computed.ct_eq(expected.as_bytes()).into())
+}
+
+type Job = Box<dyn FnOnce(&Argon2<'static>, &mut Memory) + Send>;
 
 /// Bounded argon2id worker pool.
 #[derive(Clone)]
@@ -75,13 +173,9 @@ pub struct HashPool {
 
 struct PoolInner {
     argon2: Argon2<'static>,
-    /// Admission: `threads + queue` permits; failing to get one means "queue full".
-    admitted: Arc<Semaphore>,
-    /// Execution: `threads` permits.
-    running: Arc<Semaphore>,
+    jobs: SyncSender<Job>,
     threads: usize,
-    /// `threads + queue`.
-    capacity: usize,
+    in_flight: AtomicUsize,
     /// Hash of a random password with the configured parameters, verified for unknown users so
     /// they cost exactly what a known user costs.
     dummy: PasswordHash,
@@ -91,66 +185,64 @@ impl fmt::Debug for HashPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HashPool")
             .field("threads", &self.inner.threads)
-            .field("available", &self.inner.admitted.available_permits())
+            .field("in_flight", &self.in_flight())
             .finish()
     }
 }
 
-fn argon2(settings: &HashingSettings) -> Result<Argon2<'static>, HashError> {
+fn build_argon2(settings: &HashingSettings) -> Result<Argon2<'static>, HashError> {
     let params = Params::new(
         settings.memory_kib,
         settings.iterations,
         settings.parallelism,
         None,
     )
-    .map_err(|e| HashError::Argon2(e.to_string()))?;
+    .map_err(argon2_error)?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
-fn hash_with(argon2: &Argon2<'_>, password: &str) -> Result<PasswordHash, HashError> {
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Argon2(e.to_string()))?;
-    let hash = argon2
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| HashError::Argon2(e.to_string()))?;
-    Ok(PasswordHash(hash.to_string()))
-}
-
-fn verify_with(
-    argon2: &Argon2<'_>,
-    password: &str,
-    hash: &PasswordHash,
-) -> Result<bool, HashError> {
-    let parsed = PhcHash::new(&hash.0).map_err(|e| HashError::Argon2(e.to_string()))?;
-    // Verification takes its parameters from the stored hash; the comparison of the digests
-    // inside `verify_password` is constant-time.
-    match argon2.verify_password(password.as_bytes(), &parsed) {
-        Ok(()) => Ok(true),
-        Err(argon2::password_hash::Error::Password) => Ok(false),
-        Err(e) => Err(HashError::Argon2(e.to_string())),
+fn worker(argon2: Argon2<'static>, jobs: Arc<Mutex<Receiver<Job>>>) {
+    let mut memory = Memory(Vec::new());
+    loop {
+        // Only the idle workers wait on the lock; a poisoned lock still holds a usable receiver.
+        let job = {
+            let receiver = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            receiver.recv()
+        };
+        let Ok(job) = job else { return };
+        // A panicking job drops its reply sender (the caller sees `WorkerGone`); the thread lives on.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&argon2, &mut memory)));
     }
 }
 
 impl HashPool {
-    /// Builds the pool; computes the dummy hash once (one hash of start-up time).
+    /// Starts `threads` hashing threads with room for `queue` waiting jobs (at least one), and
+    /// computes the dummy hash.
     pub fn new(
         settings: &HashingSettings,
         threads: usize,
         queue: usize,
     ) -> Result<Self, HashError> {
-        let argon2 = argon2(settings)?;
+        let argon2 = build_argon2(settings)?;
         let mut random = [0u8; 32];
         rand::rng().fill_bytes(&mut random);
-        let dummy = hash_with(&argon2, &base64_of(&random))?;
+        let dummy = hash_with(&argon2, &mut Memory(Vec::new()), &base64_of(&random))?;
         let threads = threads.max(1);
+        let (jobs, receiver) = mpsc::sync_channel::<Job>(queue.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..threads {
+            let (argon2, receiver) = (argon2.clone(), Arc::clone(&receiver));
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || worker(argon2, receiver))
+                .map_err(|e| HashError::Argon2(format!("cannot start hashing thread: {e}")))?;
+        }
         Ok(Self {
             inner: Arc::new(PoolInner {
                 argon2,
-                admitted: Arc::new(Semaphore::new(threads + queue)),
-                running: Arc::new(Semaphore::new(threads)),
+                jobs,
                 threads,
-                capacity: threads + queue,
+                in_flight: AtomicUsize::new(0),
                 dummy,
             }),
         })
@@ -163,38 +255,38 @@ impl HashPool {
 
     /// Jobs admitted and not finished (running + waiting).
     pub fn in_flight(&self) -> usize {
-        self.inner
-            .capacity
-            .saturating_sub(self.inner.admitted.available_permits())
+        self.inner.in_flight.load(Ordering::Relaxed)
     }
 
     async fn run<T, F>(&self, job: F) -> Result<T, HashError>
     where
         T: Send + 'static,
-        F: FnOnce(&Argon2<'static>) -> Result<T, HashError> + Send + 'static,
+        F: FnOnce(&Argon2<'static>, &mut Memory) -> Result<T, HashError> + Send + 'static,
     {
-        let admitted = Arc::clone(&self.inner.admitted)
-            .try_acquire_owned()
-            .map_err(|_| HashError::QueueFull)?;
-        let running = Arc::clone(&self.inner.running)
-            .acquire_owned()
-            .await
-            .map_err(|_| HashError::QueueFull)?;
-        let inner = Arc::clone(&self.inner);
+        let (reply, answer) = oneshot::channel();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        let inner = Arc::clone(&self.inner);
+        let boxed: Job = Box::new(move |argon2, memory| {
             let _entered = span.enter();
-            let _permits = (admitted, running);
-            job(&inner.argon2)
-        })
-        .await
-        .map_err(HashError::Join)?
+            let result = job(argon2, memory);
+            inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let _ = reply.send(result);
+        });
+        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.inner.jobs.try_send(boxed) {
+            self.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Err(match e {
+                TrySendError::Full(_) => HashError::QueueFull,
+                TrySendError::Disconnected(_) => HashError::WorkerGone,
+            });
+        }
+        answer.await.map_err(|_| HashError::WorkerGone)?
     }
 
     /// Hashes a new password.
     #[tracing::instrument(name = "password.hash", skip_all)]
     pub async fn hash(&self, password: Password) -> Result<PasswordHash, HashError> {
-        self.run(move |argon2| hash_with(argon2, password.expose()))
+        self.run(move |argon2, memory| hash_with(argon2, memory, password.expose()))
             .await
     }
 
@@ -209,14 +301,24 @@ impl HashPool {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.inner.dummy.clone());
         let matched = self
-            .run(move |argon2| verify_with(argon2, password.expose(), &hash))
+            .run(move |_, memory| verify_with(memory, password.expose(), &hash))
             .await?;
         Ok(known && matched)
     }
 
-    /// Hashes synchronously on the calling thread (for the CLI, outside any runtime pool).
+    /// Hashes on the calling thread with the standard `argon2` API (fresh memory per call): the
+    /// CLI uses it, and benchmarks use it as the raw baseline.
     pub fn hash_blocking(&self, password: &Password) -> Result<PasswordHash, HashError> {
-        hash_with(&self.inner.argon2, password.expose())
+        use argon2::PasswordHasher as _;
+        let mut salt = [0u8; 16];
+        rand::rng().fill_bytes(&mut salt);
+        let salt = SaltString::encode_b64(&salt).map_err(argon2_error)?;
+        let hash = self
+            .inner
+            .argon2
+            .hash_password(password.expose().as_bytes(), &salt)
+            .map_err(argon2_error)?;
+        Ok(PasswordHash(hash.to_string()))
     }
 }
 
@@ -342,7 +444,7 @@ mod tests {
             parallelism: 1,
             min_password_length: 8,
         };
-        let pool = HashPool::new(&settings, 1, 0).expect("valid params");
+        let pool = HashPool::new(&settings, 1, 1).expect("valid params");
         let hash = pool
             .hash(Password::new("correct horse".into()))
             .await
@@ -365,5 +467,61 @@ mod tests {
                 .await
                 .expect("verify")
         );
+    }
+
+    #[tokio::test]
+    async fn our_phc_strings_and_the_standard_api_verify_each_other() {
+        use argon2::PasswordVerifier as _;
+        let settings = HashingSettings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            min_password_length: 8,
+        };
+        let pool = HashPool::new(&settings, 1, 1).expect("valid params");
+        let standard = pool
+            .hash_blocking(&Password::new("other horse".into()))
+            .expect("hash");
+        assert!(
+            pool.verify(Password::new("other horse".into()), Some(standard))
+                .await
+                .expect("verify")
+        );
+        let ours = pool
+            .hash(Password::new("third horse".into()))
+            .await
+            .expect("hash");
+        assert!(ours.0.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        let phc = PhcHash::new(&ours.0).expect("phc");
+        assert!(
+            Argon2::default()
+                .verify_password(b"third horse", &phc)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"third horsf", &phc)
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn pool_refuses_beyond_threads_plus_queue() {
+        let settings = HashingSettings {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            min_password_length: 8,
+        };
+        let pool = HashPool::new(&settings, 1, 1).expect("valid params");
+        let jobs = (0..6).map(|_| pool.hash(Password::new("correct horse".into())));
+        let results = futures::future::join_all(jobs).await;
+        let full = results
+            .iter()
+            .filter(|r| matches!(r, Err(HashError::QueueFull)))
+            .count();
+        // One runs, one waits (or is about to be taken); the rest are refused at once.
+        assert!((4..=5).contains(&full), "{results:?}");
+        assert_eq!(pool.in_flight(), 0);
     }
 }

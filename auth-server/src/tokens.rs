@@ -322,6 +322,48 @@ pub struct TokenIssuer {
     keys: KeySet,
     issuer: String,
     ttl: Duration,
+    verified: VerifiedCache,
+}
+
+/// Entries of the verified-token cache at most; about 150 bytes each.
+const VERIFIED_CACHE_ENTRIES: usize = 16_384;
+
+/// Tokens whose signature and claims already verified, keyed by the SHA-256 of the token, so a
+/// token presented on every request costs one Ed25519 verification, not one per call. Time
+/// checks (`exp`, `nbf`) still run on every hit; revocation is checked by the caller as always.
+/// Bounded: when full, expired entries go first, then everything.
+#[derive(Debug, Default)]
+struct VerifiedCache {
+    entries: std::sync::RwLock<HashMap<[u8; 32], Cached>>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    claims: AccessClaims,
+    not_before: OffsetDateTime,
+}
+
+impl VerifiedCache {
+    fn key(token: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Cached> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).cloned()
+    }
+
+    fn insert(&self, key: [u8; 32], value: Cached, now: OffsetDateTime) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= VERIFIED_CACHE_ENTRIES {
+            entries.retain(|_, cached| cached.claims.expires_at > now);
+            if entries.len() >= VERIFIED_CACHE_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(key, value);
+    }
 }
 
 fn rfc3339(t: OffsetDateTime) -> Result<String, TokenError> {
@@ -331,7 +373,12 @@ fn rfc3339(t: OffsetDateTime) -> Result<String, TokenError> {
 impl TokenIssuer {
     /// A new issuer.
     pub fn new(keys: KeySet, issuer: String, ttl: Duration) -> Self {
-        Self { keys, issuer, ttl }
+        Self {
+            keys,
+            issuer,
+            ttl,
+            verified: VerifiedCache::default(),
+        }
     }
 
     /// The key set.
@@ -399,6 +446,11 @@ impl TokenIssuer {
         if token.len() > MAX_TOKEN_BYTES || !token.starts_with(PublicToken::HEADER) {
             return Err(TokenError::Malformed);
         }
+        let cache_key = VerifiedCache::key(token);
+        if let Some(cached) = self.verified.get(&cache_key) {
+            check_window(now, cached.claims.expires_at, cached.not_before)?;
+            return Ok(cached.claims);
+        }
         let untrusted =
             UntrustedToken::<Public, V4>::try_from(token).map_err(|_| TokenError::Malformed)?;
         let footer: WireFooter = serde_json::from_slice(untrusted.untrusted_footer())
@@ -413,22 +465,39 @@ impl TokenIssuer {
         }
         let parse = |s: &str| OffsetDateTime::parse(s, &Rfc3339).map_err(|_| TokenError::Malformed);
         let expires_at = parse(&claims.exp)?;
-        let not_before = parse(&claims.nbf)?;
-        let issued_at = parse(&claims.iat)?;
-        if now >= expires_at {
-            return Err(TokenError::Expired);
-        }
-        if now + LEEWAY < not_before || now + LEEWAY < issued_at {
-            return Err(TokenError::NotYetValid);
-        }
-        Ok(AccessClaims {
+        let not_before = parse(&claims.nbf)?.max(parse(&claims.iat)?);
+        check_window(now, expires_at, not_before)?;
+        let claims = AccessClaims {
             user_id: claims.sub,
             session_id: claims.sid,
             roles: claims.roles,
             expires_at,
             token_id: claims.jti,
-        })
+        };
+        self.verified.insert(
+            cache_key,
+            Cached {
+                claims: claims.clone(),
+                not_before,
+            },
+            now,
+        );
+        Ok(claims)
     }
+}
+
+fn check_window(
+    now: OffsetDateTime,
+    expires_at: OffsetDateTime,
+    not_before: OffsetDateTime,
+) -> Result<(), TokenError> {
+    if now >= expires_at {
+        return Err(TokenError::Expired);
+    }
+    if now + LEEWAY < not_before {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
 }
 
 /// `SystemTime` of an `OffsetDateTime`, for protobuf timestamps.
