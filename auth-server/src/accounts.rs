@@ -196,7 +196,7 @@ pub async fn create_account(
         storage::StorageError::Duplicate(_) => AuthError::EmailTaken,
         other => other.into(),
     })?;
-    storage::events::append_event(&*tx, EventKind::UserCreated, &user, None).await?;
+    storage::events::append_event(&tx, EventKind::UserCreated, &user, None).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "user created");
     Ok(user)
@@ -220,6 +220,16 @@ impl Accounts {
                 settings,
             }),
         }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The newest committed event sequence.
+    pub async fn head_sequence(&self) -> Result<i64, AuthError> {
+        Ok(storage::events::find_head_sequence(self.inner.store.conn()).await?)
     }
 
     /// The token issuer.
@@ -435,7 +445,7 @@ impl Accounts {
             false => None,
         };
         if let Some(user) = user {
-            storage::events::append_event(&*tx, EventKind::SessionRevoked, &user, Some(session_id))
+            storage::events::append_event(&tx, EventKind::SessionRevoked, &user, Some(session_id))
                 .await?;
         }
         tx.commit().await?;
@@ -521,10 +531,10 @@ impl Accounts {
             now,
         )
         .await?;
-        storage::events::append_event(&*tx, EventKind::PasswordChanged, &updated, None).await?;
+        storage::events::append_event(&tx, EventKind::PasswordChanged, &updated, None).await?;
         for session_id in &revoked {
             storage::events::append_event(
-                &*tx,
+                &tx,
                 EventKind::SessionRevoked,
                 &updated,
                 Some(session_id),

@@ -168,6 +168,9 @@ pub struct ServeArgs {
     /// Maximum database connections.
     #[arg(long, env = "AUTH_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    /// How often (ms) the event feed polls the outbox even without a notification.
+    #[arg(long, env = "AUTH_EVENT_POLL_MS", default_value_t = 1000)]
+    pub event_poll_ms: u64,
     /// Password hashing parameters.
     #[command(flatten)]
     pub hashing: HashingArgs,
@@ -202,6 +205,10 @@ pub struct Settings {
     pub hashing: HashingSettings,
     /// How often the health checker pings the database.
     pub health_interval: Duration,
+    /// How often the event feed polls without a wake-up.
+    pub event_poll_interval: Duration,
+    /// Events the in-memory feed holds for streams that are behind.
+    pub event_feed_capacity: usize,
 }
 
 /// Validated argon2id parameters and password rules.
@@ -288,6 +295,8 @@ impl ServeArgs {
             db_max_connections: self.db_max_connections,
             hashing: self.hashing.settings()?,
             health_interval: Duration::from_secs(2),
+            event_poll_interval: Duration::from_millis(self.event_poll_ms.max(10)),
+            event_feed_capacity: crate::events::FEED_CAPACITY,
         })
     }
 }
@@ -311,6 +320,7 @@ impl Settings {
             hash_threads: None,
             hash_queue: 64,
             db_max_connections: 16,
+            event_poll_ms: 1000,
             hashing: HashingArgs {
                 argon2_memory_kib: 19_456,
                 argon2_iterations: 2,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{passwords::HashError, storage::StorageError, tokens::TokenError};
+use crate::{events::StreamEnd, passwords::HashError, storage::StorageError, tokens::TokenError};
 
 /// The `google.rpc.ErrorInfo` domain of every reason this service sends.
 pub const ERROR_DOMAIN: &str = "auth.v1";
@@ -42,6 +42,15 @@ pub enum AuthError {
     /// A spent refresh token was presented again; its session is now revoked.
     #[error("refresh token reuse detected; session revoked")]
     RefreshReused,
+    /// `after_sequence` is beyond the newest event.
+    #[error("cursor beyond the newest event {head}")]
+    CursorBeyondHead {
+        /// The newest sequence.
+        head: i64,
+    },
+    /// An event stream ended early.
+    #[error("event stream ended: {0}")]
+    StreamEnded(#[from] StreamEnd),
     /// The password hashing queue is full.
     #[error("password hashing queue is full")]
     Overloaded,
@@ -112,6 +121,22 @@ impl From<AuthError> for Status {
                 "too many password operations in flight, retry shortly",
                 ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(200))),
             ),
+            AuthError::CursorBeyondHead { head } => Status::with_error_details(
+                Code::OutOfRange,
+                format!("after_sequence is beyond the newest event ({head})"),
+                ErrorDetails::with_error_info(
+                    "CURSOR_BEYOND_HEAD",
+                    ERROR_DOMAIN,
+                    HashMap::from([("head_sequence".to_owned(), head.to_string())]),
+                ),
+            ),
+            AuthError::StreamEnded(StreamEnd::ShuttingDown) => Status::unavailable(
+                "server shutting down; reconnect and resume from your last sequence",
+            ),
+            AuthError::StreamEnded(StreamEnd::Storage(source)) => {
+                tracing::error!(error.message = %source, error.cause_chain = ?source, "event stream storage error");
+                Status::unavailable("event storage unavailable; resume from your last sequence")
+            }
             AuthError::Storage(StorageError::Unavailable(source)) => {
                 tracing::error!(error.message = %source, error.cause_chain = ?source, "database unavailable");
                 Status::unavailable("database unavailable")

@@ -10,6 +10,7 @@
 //! | [`passwords`] | argon2id on a bounded pool; email and password rules |
 //! | [`tokens`] | PASETO v4.public access tokens and the signing key set |
 //! | [`revocation`] | the in-memory revoked-session set behind `Validate` |
+//! | [`events`] | the user event feed: tailer, fan-out to streams, LISTEN/NOTIFY, snapshots |
 //! | [`storage`] | sea-orm entities and repository functions (SQLite and PostgreSQL) |
 //! | [`service`] | the gRPC services: decode, call the domain, encode |
 //! | [`limits`] | request size limit reporting |
@@ -19,6 +20,7 @@ pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod limits;
 pub mod passwords;
 pub mod revocation;

@@ -12,6 +12,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     accounts::{AccountSettings, Accounts},
     config::Settings,
+    events::{EventHub, FeedSettings},
     limits::MessageLimitLayer,
     passwords::{HashError, HashPool},
     revocation::Revocations,
@@ -175,6 +176,21 @@ impl Application {
             store,
             settings,
         } = self;
+        // The feed reads the event head first; every revocation up to it is in the sessions
+        // table, loaded next, and every later one reaches the set through the feed.
+        let feed_settings = FeedSettings {
+            poll_interval: settings.event_poll_interval,
+            database_url: settings.database_url.clone(),
+            feed_capacity: settings.event_feed_capacity,
+        };
+        let (hub, feed_tasks) =
+            EventHub::start(store.clone(), accounts.revocations().clone(), feed_settings).await?;
+        let horizon = settings.access_token_ttl + Duration::from_secs(60);
+        let since = storage::now_millis() - i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
+        accounts
+            .revocations()
+            .revoke_all(storage::sessions::find_revoked_session_ids(store.conn(), since).await?);
+
         let (reporter, health_service) = tonic_health::server::health_reporter();
         for name in HEALTH_SERVICES {
             reporter
@@ -196,7 +212,7 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let auth = AuthServiceServer::new(AuthApi::new(accounts))
+        let auth = AuthServiceServer::new(AuthApi::new(accounts, hub.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
 
         tracing::info!(%local_addr, registration = settings.allow_registration, "auth-server listening");
@@ -209,8 +225,13 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(auth)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                // End the event streams so the graceful drain does not wait on them forever.
+                hub.close();
+            })
             .await;
+        feed_tasks.abort();
         health_task.abort();
         prune_task.abort();
         store.close().await;

@@ -3,27 +3,51 @@
 use std::pin::Pin;
 
 use auth_proto::pb::{self, auth_service_server::AuthService};
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
-use super::{bearer_token, client_info, timestamp, user_pb};
-use crate::{accounts::Accounts, passwords::Password};
+use super::{bearer_token, client_info, event_pb, timestamp, user_pb};
+use crate::{
+    accounts::{Accounts, ROLE_ADMIN, ROLE_EVENTS_SUBSCRIBER},
+    error::AuthError,
+    events::{self, EventHub, SnapshotItem},
+    passwords::Password,
+    tokens::AccessClaims,
+};
 
-/// The gRPC face of [`Accounts`].
+/// The gRPC face of [`Accounts`] and the event feed.
 #[derive(Debug, Clone)]
 pub struct AuthApi {
     accounts: Accounts,
+    events: EventHub,
 }
 
 impl AuthApi {
-    /// Wraps the domain service.
-    pub fn new(accounts: Accounts) -> Self {
-        Self { accounts }
+    /// Wraps the domain service and the event feed.
+    pub fn new(accounts: Accounts, events: EventHub) -> Self {
+        Self { accounts, events }
+    }
+
+    /// The bearer must hold `admin` or `events.subscriber`.
+    fn authorize_subscriber<T>(&self, request: &Request<T>) -> Result<AccessClaims, AuthError> {
+        let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
+        let allowed = claims
+            .roles
+            .iter()
+            .any(|r| r == ROLE_ADMIN || r == ROLE_EVENTS_SUBSCRIBER);
+        if !allowed {
+            return Err(AuthError::PermissionDenied(
+                "role admin or events.subscriber required",
+            ));
+        }
+        Ok(claims)
     }
 }
 
 type EventStream =
     Pin<Box<dyn Stream<Item = Result<pb::UserEventsResponse, Status>> + Send + 'static>>;
+type SnapshotStream =
+    Pin<Box<dyn Stream<Item = Result<pb::UserSnapshotResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl AuthService for AuthApi {
@@ -149,12 +173,51 @@ impl AuthService for AuthApi {
 
     type UserEventsStream = EventStream;
 
+    #[tracing::instrument(name = "rpc.user_events", skip_all, fields(after_sequence = request.get_ref().after_sequence))]
     async fn user_events(
         &self,
-        _request: Request<pb::UserEventsRequest>,
+        request: Request<pb::UserEventsRequest>,
     ) -> Result<Response<Self::UserEventsStream>, Status> {
-        Err(Status::unimplemented(
-            "UserEvents streaming is not available in this version yet",
-        ))
+        let claims = self.authorize_subscriber(&request)?;
+        let after = i64::try_from(request.get_ref().after_sequence).unwrap_or(i64::MAX);
+        let head = self.accounts.head_sequence().await?;
+        if after > head {
+            return Err(AuthError::CursorBeyondHead { head }.into());
+        }
+        tracing::info!(user_id = %claims.user_id, after, head, "event stream opened");
+        let stream =
+            tokio_stream::wrappers::ReceiverStream::new(self.events.subscribe(after)).map(|item| {
+                item.map(|event| pb::UserEventsResponse {
+                    event: Some(event_pb(&event)),
+                })
+                .map_err(|end| Status::from(AuthError::from(end)))
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type UserSnapshotStream = SnapshotStream;
+
+    #[tracing::instrument(name = "rpc.user_snapshot", skip_all)]
+    async fn user_snapshot(
+        &self,
+        request: Request<pb::UserSnapshotRequest>,
+    ) -> Result<Response<Self::UserSnapshotStream>, Status> {
+        let claims = self.authorize_subscriber(&request)?;
+        tracing::info!(user_id = %claims.user_id, "snapshot requested");
+        let items = events::snapshot(self.accounts.store().clone());
+        let stream = tokio_stream::wrappers::ReceiverStream::new(items).map(|item| {
+            let item = match item.map_err(|e| Status::from(AuthError::from(e)))? {
+                SnapshotItem::Header {
+                    as_of_sequence,
+                    user_count,
+                } => pb::user_snapshot_response::Item::Header(pb::SnapshotHeader {
+                    as_of_sequence: u64::try_from(as_of_sequence).unwrap_or(0),
+                    user_count,
+                }),
+                SnapshotItem::User(user) => pb::user_snapshot_response::Item::User(user_pb(&user)),
+            };
+            Ok(pb::UserSnapshotResponse { item: Some(item) })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

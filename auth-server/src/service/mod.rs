@@ -12,7 +12,7 @@ use tonic::{Request, metadata::MetadataMap};
 
 use crate::{
     error::AuthError,
-    storage::{UserRecord, sessions::ClientInfo},
+    storage::{EventKind, StoredEvent, UserRecord, sessions::ClientInfo},
     tokens::TokenError,
 };
 
@@ -60,6 +60,26 @@ pub(crate) fn timestamp_millis(ms: i64) -> Timestamp {
     Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+pub(crate) fn event_pb(event: &StoredEvent) -> pb::UserEvent {
+    let kind = match event.kind {
+        EventKind::UserCreated => pb::UserEventKind::UserCreated,
+        EventKind::UserUpdated => pb::UserEventKind::UserUpdated,
+        EventKind::UserDisabled => pb::UserEventKind::UserDisabled,
+        EventKind::UserEnabled => pb::UserEventKind::UserEnabled,
+        EventKind::UserDeleted => pb::UserEventKind::UserDeleted,
+        EventKind::PasswordChanged => pb::UserEventKind::PasswordChanged,
+        EventKind::RolesChanged => pb::UserEventKind::RolesChanged,
+        EventKind::SessionRevoked => pb::UserEventKind::SessionRevoked,
+    };
+    pb::UserEvent {
+        sequence: u64::try_from(event.sequence).unwrap_or(0),
+        occurred_at: Some(timestamp_millis(event.occurred_at)),
+        kind: kind.into(),
+        user: Some(user_pb(&event.user)),
+        session_id: event.session_id.clone().unwrap_or_default(),
     }
 }
 

@@ -14,6 +14,9 @@
 //!   already been able to see N, and can never skip an event that "arrives late";
 //! - and a rolled-back transaction leaves no hole.
 //!
+//! On PostgreSQL the writing transaction also sends `NOTIFY auth_user_events`, which the
+//! database delivers to every listening replica on commit (and drops on rollback).
+//!
 //! On SQLite the database has one writer at a time anyway (and `Store::begin_write` serializes
 //! writers in process), which gives the same order. Writers take the counter last, just
 //! before commit, so the lock is held for as short a time as possible.
@@ -23,7 +26,10 @@ use sea_orm::{
     QueryOrder, QuerySelect, Statement,
 };
 
-use super::{StorageError, StorageResult, UserRecord, entities::user_events, now_millis};
+use super::{StorageError, StorageResult, UserRecord, WriteTx, entities::user_events, now_millis};
+
+/// The PostgreSQL `LISTEN`/`NOTIFY` channel that announces committed events.
+pub const NOTIFY_CHANNEL: &str = "auth_user_events";
 
 /// What happened to a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,11 +112,12 @@ async fn next_sequence(conn: &impl ConnectionTrait) -> StorageResult<i64> {
 
 /// Appends an event in the caller's transaction; returns its sequence.
 pub async fn append_event(
-    conn: &impl ConnectionTrait,
+    tx: &WriteTx,
     kind: EventKind,
     user: &UserRecord,
     session_id: Option<&str>,
 ) -> StorageResult<i64> {
+    let conn = &**tx;
     let payload = serde_json::to_string(user).map_err(|e| StorageError::Corrupt(e.to_string()))?;
     let sequence = next_sequence(conn).await?;
     user_events::ActiveModel {
@@ -123,7 +130,26 @@ pub async fn append_event(
     }
     .insert(conn)
     .await?;
+    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        // Delivered to every LISTENing replica at commit; several in one transaction fold into one.
+        conn.execute_unprepared(&format!("NOTIFY {NOTIFY_CHANNEL}"))
+            .await?;
+    }
+    tx.mark_events();
     Ok(sequence)
+}
+
+/// The sequence of the newest committed event (0 if none).
+pub async fn find_head_sequence(conn: &impl ConnectionTrait) -> StorageResult<i64> {
+    let stmt = Statement::from_string(
+        conn.get_database_backend(),
+        "SELECT last_sequence FROM event_sequence WHERE id = 1",
+    );
+    let row = conn
+        .query_one_raw(stmt)
+        .await?
+        .ok_or_else(|| StorageError::Corrupt("event_sequence has no row".into()))?;
+    Ok(row.try_get_by_index::<i64>(0)?)
 }
 
 /// Up to `limit` events with a sequence greater than `after`, in order.

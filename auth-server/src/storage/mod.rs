@@ -11,14 +11,21 @@ pub mod events;
 pub mod sessions;
 pub mod users;
 
-use std::{ops::Deref, sync::Arc, time::Duration};
+use std::{
+    ops::Deref,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, SqlErr, TransactionTrait,
+    AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
+    DbBackend, DbErr, IsolationLevel, SqlErr, TransactionTrait,
 };
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 pub use events::{EventKind, StoredEvent};
 pub use users::UserRecord;
@@ -60,12 +67,16 @@ pub type StorageResult<T> = Result<T, StorageError>;
 pub struct Store {
     db: DatabaseConnection,
     write_lock: Option<Arc<Mutex<()>>>,
+    events_committed: Arc<Notify>,
 }
 
-/// A write transaction (plus, on SQLite, the in-process writer lock until it ends).
+/// A write transaction (plus, on SQLite, the in-process writer lock until it ends). Knows
+/// whether it appended events, and wakes the event tailer when it commits them.
 pub struct WriteTx {
     tx: DatabaseTransaction,
     _guard: Option<OwnedMutexGuard<()>>,
+    has_events: AtomicBool,
+    events_committed: Arc<Notify>,
 }
 
 impl Deref for WriteTx {
@@ -77,10 +88,19 @@ impl Deref for WriteTx {
 }
 
 impl WriteTx {
-    /// Commits the transaction.
+    /// Commits the transaction; if it appended events, wakes this process's event tailer.
     pub async fn commit(self) -> StorageResult<()> {
+        let has_events = self.has_events.load(Ordering::Relaxed);
+        let signal = Arc::clone(&self.events_committed);
         self.tx.commit().await?;
+        if has_events {
+            signal.notify_one();
+        }
         Ok(())
+    }
+
+    pub(crate) fn mark_events(&self) {
+        self.has_events.store(true, Ordering::Relaxed);
     }
 }
 
@@ -112,7 +132,11 @@ impl Store {
         }
         let db = Database::connect(options).await?;
         let write_lock = is_sqlite.then(|| Arc::new(Mutex::new(())));
-        Ok(Self { db, write_lock })
+        Ok(Self {
+            db,
+            write_lock,
+            events_committed: Arc::new(Notify::new()),
+        })
     }
 
     /// The connection, for reads.
@@ -132,7 +156,34 @@ impl Store {
             None => None,
         };
         let tx = self.db.begin().await?;
-        Ok(WriteTx { tx, _guard: guard })
+        Ok(WriteTx {
+            tx,
+            _guard: guard,
+            has_events: AtomicBool::new(false),
+            events_committed: Arc::clone(&self.events_committed),
+        })
+    }
+
+    /// Starts a read-only transaction that sees one consistent snapshot (REPEATABLE READ on
+    /// PostgreSQL; a WAL read transaction on SQLite).
+    pub async fn begin_snapshot(&self) -> StorageResult<DatabaseTransaction> {
+        let tx = match self.backend() {
+            DbBackend::Postgres => {
+                self.db
+                    .begin_with_config(
+                        Some(IsolationLevel::RepeatableRead),
+                        Some(AccessMode::ReadOnly),
+                    )
+                    .await?
+            }
+            _ => self.db.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    /// Signalled after every commit that appended events in this process.
+    pub fn events_committed(&self) -> Arc<Notify> {
+        Arc::clone(&self.events_committed)
     }
 
     /// Applies every pending migration.

@@ -2,7 +2,7 @@
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait as _,
-    QueryFilter, sea_query::Expr,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -178,4 +178,26 @@ async fn bump_version(
         .exec(conn)
         .await?;
     find_user(conn, user_id).await
+}
+
+/// Up to `limit` users with an id greater than `after_id`, by id (keyset pagination).
+pub async fn find_users_after(
+    conn: &impl ConnectionTrait,
+    after_id: &str,
+    limit: u64,
+) -> StorageResult<Vec<UserRecord>> {
+    users::Entity::find()
+        .filter(users::Column::Id.gt(after_id))
+        .order_by_asc(users::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(UserRecord::try_from)
+        .collect()
+}
+
+/// Number of users.
+pub async fn count_users(conn: &impl ConnectionTrait) -> StorageResult<u64> {
+    Ok(users::Entity::find().count(conn).await?)
 }

@@ -340,3 +340,86 @@ macro_rules! both_backends {
         )*
     };
 }
+
+impl TestApp {
+    /// A second server on the same database and data dir (same signing keys): a replica.
+    pub async fn spawn_replica(&self) -> TestApp {
+        let mut settings = self.settings.clone();
+        settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        start(settings, Arc::clone(&self.db), Arc::clone(&self.dir)).await
+    }
+
+    /// Creates an account with roles directly in the database (as `create-user` does) and logs
+    /// in through the server; returns the access token.
+    pub async fn token_with_roles(&self, email: &str, roles: &[&str]) -> String {
+        let store = self.store().await;
+        let hasher = auth_server::passwords::HashPool::new(&CHEAP_HASHING, 1, 1).expect("pool");
+        let new = auth_server::accounts::NewAccount {
+            email,
+            password: auth_server::passwords::Password::new(PASSWORD.into()),
+            display_name: "",
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        auth_server::accounts::create_account(&store, &hasher, 8, new)
+            .await
+            .expect("create account");
+        store.close().await;
+        self.login(email, PASSWORD)
+            .await
+            .expect("login")
+            .access_token
+    }
+
+    /// Opens `UserEvents` after `after` with `token`.
+    pub async fn subscribe(
+        &self,
+        token: &str,
+        after: u64,
+    ) -> Result<tonic::Streaming<pb::UserEventsResponse>, Status> {
+        let request = bearer(
+            pb::UserEventsRequest {
+                after_sequence: after,
+            },
+            token,
+        );
+        Ok(self.client.clone().user_events(request).await?.into_inner())
+    }
+
+    /// The newest event sequence in the database.
+    pub async fn head(&self) -> u64 {
+        let store = self.store().await;
+        let head = auth_server::storage::events::find_head_sequence(store.conn())
+            .await
+            .expect("head");
+        store.close().await;
+        u64::try_from(head).expect("non-negative")
+    }
+}
+
+/// The next event of a stream, within `wait`.
+pub async fn next_event(
+    stream: &mut tonic::Streaming<pb::UserEventsResponse>,
+    wait: Duration,
+) -> pb::UserEvent {
+    let message = tokio::time::timeout(wait, stream.message())
+        .await
+        .expect("an event arrives in time")
+        .expect("stream ok")
+        .expect("stream open");
+    message.event.expect("event")
+}
+
+/// Reads events until `last` is reached; returns them all.
+pub async fn events_until(
+    stream: &mut tonic::Streaming<pb::UserEventsResponse>,
+    last: u64,
+) -> Vec<pb::UserEvent> {
+    let mut events = Vec::new();
+    while events
+        .last()
+        .is_none_or(|e: &pb::UserEvent| e.sequence < last)
+    {
+        events.push(next_event(stream, Duration::from_secs(20)).await);
+    }
+    events
+}

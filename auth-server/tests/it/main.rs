@@ -5,6 +5,7 @@ mod account;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod events;
 mod health;
 mod helpers;
 mod reflection;

@@ -1,0 +1,447 @@
+//! The user event feed: one tailer per process reads newly committed events from the outbox
+//! and fans them out in memory to every `UserEvents` stream, and keeps the revocation set
+//! current across replicas.
+//!
+//! # Wake-ups
+//!
+//! The tailer reads `user_events` after the last sequence it published whenever it is woken:
+//! - by this process's own commits (an in-process signal from `WriteTx::commit`);
+//! - on PostgreSQL, by `NOTIFY auth_user_events` from any replica, received on one
+//!   `tokio-postgres` `LISTEN` connection per process that reconnects with backoff;
+//! - and by a periodic poll, the safety net: a lost notification only delays, never drops.
+//!
+//! One database read per wake-up feeds every stream of the process. Because sequences are
+//! assigned under a lock that is held until commit (`storage::events`), a read of
+//! `sequence > N` always returns a gap-free run, so the tailer never publishes N+1 before N.
+//!
+//! # Streams and slow subscribers
+//!
+//! A stream first replays from the database after its cursor, then follows the in-memory feed.
+//! Each stream has a bounded buffer towards its client; a subscriber that reads slowly (or not
+//! at all) only stalls its own task. Writers never wait for subscribers, and the feed never
+//! waits for a stream: a stream that falls more than the feed's capacity behind is **served from
+//! the database at its own pace** until it catches up, then follows the feed again. Nobody is
+//! disconnected for being slow and no event is skipped; every event is checked to be exactly
+//! `cursor + 1` before it is sent.
+//!
+//! On shutdown every stream ends with `Unavailable`, and the subscriber resumes from its cursor
+//! elsewhere or after the restart.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::StreamExt as _;
+use tokio::{
+    sync::{Notify, broadcast, mpsc, watch},
+    task::JoinHandle,
+};
+
+use crate::{
+    revocation::Revocations,
+    storage::{
+        self, EventKind, StorageError, Store, StoredEvent,
+        events::{NOTIFY_CHANNEL, find_events_after, find_head_sequence},
+    },
+};
+
+/// Events held in memory for streams that are a little behind (default).
+pub const FEED_CAPACITY: usize = 4096;
+/// Events read from the database per query.
+const PAGE: u64 = 500;
+/// Buffer between a stream's task and its client.
+const STREAM_BUFFER: usize = 64;
+
+/// Why a stream ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamEnd {
+    /// The server is shutting down; resume from the cursor.
+    #[error("server shutting down; resume from your last sequence")]
+    ShuttingDown,
+    /// The database failed while reading events.
+    #[error("event storage unavailable")]
+    Storage(#[source] StorageError),
+}
+
+/// Settings of the feed.
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    /// How often the tailer polls even without a wake-up.
+    pub poll_interval: Duration,
+    /// The database URL, for the PostgreSQL `LISTEN` connection.
+    pub database_url: String,
+    /// Events held in memory for streams that are behind; further behind reads the database.
+    pub feed_capacity: usize,
+}
+
+/// Handle on the process's event feed.
+#[derive(Debug, Clone)]
+pub struct EventHub {
+    inner: Arc<HubInner>,
+}
+
+#[derive(Debug)]
+struct HubInner {
+    store: Store,
+    feed: broadcast::Sender<Arc<StoredEvent>>,
+    published: watch::Sender<i64>,
+    shutdown: watch::Sender<bool>,
+    subscribers: AtomicUsize,
+}
+
+/// The background tasks of the feed; abort them (or call [`EventHub::close`]) at shutdown.
+#[derive(Debug)]
+pub struct FeedTasks {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl FeedTasks {
+    /// Stops the background tasks.
+    pub fn abort(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl EventHub {
+    /// Starts the tailer (and on PostgreSQL the listener). Reads the head first: everything up
+    /// to it is already reflected in the revocation set loaded at start.
+    pub async fn start(
+        store: Store,
+        revocations: Revocations,
+        settings: FeedSettings,
+    ) -> Result<(Self, FeedTasks), StorageError> {
+        let head = find_head_sequence(store.conn()).await?;
+        let (feed, _) = broadcast::channel(settings.feed_capacity.max(1));
+        let (published, _) = watch::channel(head);
+        let (shutdown, _) = watch::channel(false);
+        let hub = Self {
+            inner: Arc::new(HubInner {
+                store: store.clone(),
+                feed,
+                published,
+                shutdown,
+                subscribers: AtomicUsize::new(0),
+            }),
+        };
+        let wake = store.events_committed();
+        let mut tasks = Vec::new();
+        if settings.database_url.starts_with("postgres") {
+            tasks.push(tokio::spawn(listen_postgres(
+                settings.database_url.clone(),
+                Arc::clone(&wake),
+            )));
+        }
+        tasks.push(tokio::spawn(tail(
+            hub.clone(),
+            revocations,
+            wake,
+            settings.poll_interval,
+            head,
+        )));
+        Ok((hub, FeedTasks { tasks }))
+    }
+
+    /// The newest sequence published to this process's streams.
+    pub fn published(&self) -> i64 {
+        *self.inner.published.borrow()
+    }
+
+    /// Streams currently open.
+    pub fn subscriber_count(&self) -> usize {
+        self.inner.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// Ends every stream (with [`StreamEnd::ShuttingDown`]).
+    pub fn close(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Opens a stream of every event after `after`, replayed then live.
+    pub fn subscribe(&self, after: i64) -> mpsc::Receiver<Result<Arc<StoredEvent>, StreamEnd>> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        // Subscribe to the feed before replaying, so nothing published meanwhile is missed.
+        let feed = self.inner.feed.subscribe();
+        let hub = self.clone();
+        tokio::spawn(async move {
+            hub.inner.subscribers.fetch_add(1, Ordering::Relaxed);
+            let mut stream = Subscription {
+                hub: hub.clone(),
+                out: tx,
+                cursor: after,
+                shutdown: hub.inner.shutdown.subscribe(),
+            };
+            if let Err(end) = stream.run(feed).await {
+                let _ = stream.out.try_send(Err(end));
+            }
+            hub.inner.subscribers.fetch_sub(1, Ordering::Relaxed);
+        });
+        rx
+    }
+}
+
+/// Outcome of a send: the client is gone, or we are shutting down.
+enum Stop {
+    ClientGone,
+    End(StreamEnd),
+}
+
+struct Subscription {
+    hub: EventHub,
+    out: mpsc::Sender<Result<Arc<StoredEvent>, StreamEnd>>,
+    cursor: i64,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Subscription {
+    async fn run(
+        &mut self,
+        mut feed: broadcast::Receiver<Arc<StoredEvent>>,
+    ) -> Result<(), StreamEnd> {
+        match self.serve(&mut feed).await {
+            Ok(()) | Err(Stop::ClientGone) => Ok(()),
+            Err(Stop::End(end)) => Err(end),
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        feed: &mut broadcast::Receiver<Arc<StoredEvent>>,
+    ) -> Result<(), Stop> {
+        self.catch_up().await?;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.shutdown.wait_for(|stop| *stop) => return Err(Stop::End(StreamEnd::ShuttingDown)),
+                () = self.out.closed() => return Err(Stop::ClientGone),
+                next = feed.recv() => next,
+            };
+            match next {
+                Ok(event) if event.sequence <= self.cursor => {}
+                Ok(event) if event.sequence == self.cursor + 1 => self.send(event).await?,
+                // A gap (this stream's feed started after an event it had not replayed yet), or
+                // this stream fell behind the feed's capacity: read from the database.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await?,
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(Stop::End(StreamEnd::ShuttingDown));
+                }
+            }
+        }
+    }
+
+    /// Sends everything after the cursor that is in the database now.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        loop {
+            let page = find_events_after(self.hub.inner.store.conn(), self.cursor, PAGE)
+                .await
+                .map_err(|e| Stop::End(StreamEnd::Storage(e)))?;
+            let done = (page.len() as u64) < PAGE;
+            for event in page {
+                if event.sequence != self.cursor + 1 {
+                    tracing::error!(
+                        expected = self.cursor + 1,
+                        found = event.sequence,
+                        "gap in the event outbox"
+                    );
+                    return Err(Stop::End(StreamEnd::Storage(StorageError::Corrupt(
+                        "gap in event sequence".into(),
+                    ))));
+                }
+                self.send(Arc::new(event)).await?;
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn send(&mut self, event: Arc<StoredEvent>) -> Result<(), Stop> {
+        let sequence = event.sequence;
+        tokio::select! {
+            biased;
+            _ = self.shutdown.wait_for(|stop| *stop) => return Err(Stop::End(StreamEnd::ShuttingDown)),
+            sent = self.out.send(Ok(event)) => sent.map_err(|_| Stop::ClientGone)?,
+        }
+        self.cursor = sequence;
+        Ok(())
+    }
+}
+
+/// The tailer: on every wake-up (or poll), reads events after the last published one and fans
+/// them out; applies revocations to the in-memory set.
+async fn tail(
+    hub: EventHub,
+    revocations: Revocations,
+    wake: Arc<Notify>,
+    poll: Duration,
+    head: i64,
+) {
+    let mut published = head;
+    let mut shutdown = hub.inner.shutdown.subscribe();
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(poll) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        loop {
+            match find_events_after(hub.inner.store.conn(), published, PAGE).await {
+                Ok(page) => {
+                    failures = 0;
+                    let done = (page.len() as u64) < PAGE;
+                    for event in page {
+                        if event.sequence != published + 1 {
+                            // Cannot happen with the counter-row design; never publish past a hole.
+                            tracing::error!(
+                                expected = published + 1,
+                                found = event.sequence,
+                                "gap in the event outbox"
+                            );
+                            break;
+                        }
+                        if event.kind == EventKind::SessionRevoked
+                            && let Some(session_id) = &event.session_id
+                        {
+                            revocations.revoke(session_id.clone());
+                        }
+                        published = event.sequence;
+                        // No receivers is fine: nobody is streaming right now.
+                        let _ = hub.inner.feed.send(Arc::new(event));
+                    }
+                    hub.inner.published.send_replace(published);
+                    if done {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(error.message = %error, failures, "event tailer cannot read the outbox");
+                    tokio::time::sleep(backoff(failures)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(5))
+}
+
+/// Keeps one `LISTEN auth_user_events` connection open and turns notifications into wake-ups.
+async fn listen_postgres(url: String, wake: Arc<Notify>) {
+    let mut failures = 0u32;
+    loop {
+        match listen_once(&url, &wake).await {
+            Ok(()) => failures = 0,
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(error.message = %error, failures, "event LISTEN connection lost; reconnecting");
+            }
+        }
+        // Whatever happened while we were not listening is picked up by this wake-up.
+        wake.notify_one();
+        tokio::time::sleep(backoff(failures)).await;
+    }
+}
+
+async fn listen_once(url: &str, wake: &Notify) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let (tx, mut notifications) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    });
+    client
+        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+        .await?;
+    tracing::debug!("listening for event notifications");
+    // Catch up with anything committed before LISTEN took effect.
+    wake.notify_one();
+    while notifications.recv().await.is_some() {
+        wake.notify_one();
+    }
+    drop(client);
+    match driver.await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    }
+}
+
+/// Reads a consistent snapshot: the head sequence and every user, streamed in pages from one
+/// read transaction.
+pub fn snapshot(store: Store) -> mpsc::Receiver<Result<SnapshotItem, StorageError>> {
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(async move {
+        if let Err(error) = send_snapshot(&store, &tx).await {
+            let _ = tx.send(Err(error)).await;
+        }
+    });
+    rx
+}
+
+/// One item of a snapshot stream.
+#[derive(Debug)]
+pub enum SnapshotItem {
+    /// First: the sequence the snapshot reflects and how many users follow.
+    Header {
+        /// Events up to and including this one are reflected.
+        as_of_sequence: i64,
+        /// Users that follow.
+        user_count: u64,
+    },
+    /// One user.
+    User(storage::UserRecord),
+}
+
+async fn send_snapshot(
+    store: &Store,
+    out: &mpsc::Sender<Result<SnapshotItem, StorageError>>,
+) -> Result<(), StorageError> {
+    let tx = store.begin_snapshot().await?;
+    let as_of_sequence = find_head_sequence(&tx).await?;
+    let user_count = storage::users::count_users(&tx).await?;
+    if out
+        .send(Ok(SnapshotItem::Header {
+            as_of_sequence,
+            user_count,
+        }))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    let mut after = String::new();
+    loop {
+        let page = storage::users::find_users_after(&tx, &after, PAGE).await?;
+        let done = (page.len() as u64) < PAGE;
+        for user in page {
+            after.clone_from(&user.id);
+            if out.send(Ok(SnapshotItem::User(user))).await.is_err() {
+                return Ok(());
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
