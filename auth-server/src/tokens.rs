@@ -2,7 +2,8 @@
 //! verified against any key of the set, so a key can rotate without logging anyone out.
 //!
 //! Keys live in `<data dir>/keys/*.paserk` (PASERK `k4.secret.`, file mode 0600). On first start
-//! one is generated; every file verifies, the last by name signs. Claims: `sub`, `sid`, `roles`,
+//! `signing-0001.paserk` is generated; every file verifies, the last by name signs (so a
+//! rotation adds e.g. `signing-0002.paserk`). Claims: `sub`, `sid`, `roles`,
 //! `iss`, `iat`, `nbf`, `exp`, `jti`; the footer carries `kid` (the PASERK `k4.pid.` id).
 
 use std::{
@@ -25,6 +26,8 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 /// Longest token accepted for parsing; longer input is refused without work.
 pub const MAX_TOKEN_BYTES: usize = 4096;
+/// Name of the key generated on first start; later keys sort after it.
+const FIRST_KEY_FILE: &str = "signing-0001.paserk";
 /// Clock skew tolerated on `nbf`/`iat`.
 const LEEWAY: Duration = Duration::from_secs(30);
 
@@ -199,16 +202,27 @@ impl KeySet {
             .collect();
         files.sort();
         if files.is_empty() {
+            // Replicas sharing a data dir may start together: the first key has a fixed name and
+            // is published with an atomic hard link, so exactly one generated key wins and every
+            // process loads that one.
             let key = SigningKey::generate()?;
             let mut paserk = String::new();
             key.secret
                 .fmt(&mut paserk)
                 .map_err(|_| KeyError::Generate)?;
-            let stamp = OffsetDateTime::now_utc().unix_timestamp();
-            let path = dir.join(format!("signing-{stamp:012}.paserk"));
-            write_private_file(&path, paserk.as_bytes())?;
-            tracing::info!(kid = %key.kid, path = %path.display(), "generated a new signing key");
-            return Self::new(vec![key]);
+            let path = dir.join(FIRST_KEY_FILE);
+            let staging = dir.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
+            write_private_file(&staging, paserk.as_bytes())?;
+            let published = fs::hard_link(&staging, &path);
+            let _ = fs::remove_file(&staging);
+            match published {
+                Ok(()) => {
+                    tracing::info!(kid = %key.kid, path = %path.display(), "generated a new signing key");
+                    return Self::new(vec![key]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => files.push(path),
+                Err(source) => return Err(KeyError::Io { path, source }),
+            }
         }
         let mut keys = Vec::with_capacity(files.len());
         for path in files {

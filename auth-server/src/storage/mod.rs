@@ -104,6 +104,21 @@ impl WriteTx {
     }
 }
 
+/// Per database URL, the SQLite writer lock and the "events committed" signal are shared by
+/// every `Store` of this process (a server, a CLI command or a test opening its own pool), so
+/// writers still queue in process and every commit wakes the event tailer at once.
+fn process_wide(url: &str, is_sqlite: bool) -> (Option<Arc<Mutex<()>>>, Arc<Notify>) {
+    type Shared = (Arc<Mutex<()>>, Arc<Notify>);
+    static SHARED: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Shared>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    let (lock, signal) = shared
+        .entry(url.to_owned())
+        .or_insert_with(|| (Arc::new(Mutex::new(())), Arc::new(Notify::new())));
+    (is_sqlite.then(|| Arc::clone(lock)), Arc::clone(signal))
+}
+
 /// Unix milliseconds now.
 pub fn now_millis() -> i64 {
     let now = time::OffsetDateTime::now_utc();
@@ -131,11 +146,11 @@ impl Store {
             });
         }
         let db = Database::connect(options).await?;
-        let write_lock = is_sqlite.then(|| Arc::new(Mutex::new(())));
+        let (write_lock, events_committed) = process_wide(url, is_sqlite);
         Ok(Self {
             db,
             write_lock,
-            events_committed: Arc::new(Notify::new()),
+            events_committed,
         })
     }
 

@@ -201,3 +201,26 @@ pub async fn find_users_after(
 pub async fn count_users(conn: &impl ConnectionTrait) -> StorageResult<u64> {
     Ok(users::Entity::find().count(conn).await?)
 }
+
+/// Sets the display name and bumps the version; the user's new state, or `None` if unknown.
+pub async fn update_display_name(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+    display_name: &str,
+) -> StorageResult<Option<UserRecord>> {
+    let now = now_millis();
+    let updated = users::Entity::update_many()
+        .col_expr(users::Column::DisplayName, Expr::value(display_name))
+        .col_expr(
+            users::Column::Version,
+            Expr::col(users::Column::Version).add(1),
+        )
+        .col_expr(users::Column::UpdatedAt, Expr::value(now))
+        .filter(users::Column::Id.eq(user_id))
+        .exec(conn)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Ok(None);
+    }
+    find_user(conn, user_id).await
+}

@@ -1,0 +1,215 @@
+//! Event outbox benchmark, with same-run baselines.
+//!
+//! 1. Outbox cost: user changes committed per second by 1 and by 16 writers, with the
+//!    `UserUpdated` outbox row in the same transaction versus the same change without it.
+//! 2. Delivery: commit-to-delivery latency (p50/p99) of an event committed by one process and
+//!    received by a `UserEvents` stream on a server instance (on PostgreSQL through
+//!    `LISTEN/NOTIFY`; on SQLite through the poll, for comparison).
+//!
+//! `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo run --release -p auth-server --example eventbench`
+
+#![allow(missing_docs)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use auth_proto::pb::{self, auth_service_client::AuthServiceClient};
+use auth_server::{
+    Application, Settings,
+    accounts::{NewAccount, create_account},
+    config::HashingSettings,
+    passwords::{HashPool, Password},
+    storage::{EventKind, Store, events::append_event, users},
+};
+use clap::Parser;
+use sea_orm::{ConnectionTrait, Database};
+use tonic::{metadata::MetadataValue, transport::Channel};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Seconds per throughput measurement.
+    #[arg(long, default_value_t = 4)]
+    seconds: u64,
+    /// Events for the latency measurement.
+    #[arg(long, default_value_t = 300)]
+    events: usize,
+    /// Backend: `postgres` (from TEST_DATABASE_URL) or `sqlite`.
+    #[arg(long, default_value = "postgres")]
+    backend: String,
+}
+
+const CHEAP: HashingSettings = HashingSettings {
+    memory_kib: 256,
+    iterations: 1,
+    parallelism: 1,
+    min_password_length: 8,
+};
+
+async fn database_url(backend: &str, dir: &std::path::Path) -> anyhow::Result<String> {
+    if backend == "sqlite" {
+        return Ok(format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("bench.db").display()
+        ));
+    }
+    let admin = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    let conn = Database::connect(&admin).await?;
+    conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
+    conn.close().await?;
+    let (prefix, _) = admin
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow::anyhow!("URL without database"))?;
+    Ok(format!("{prefix}/{name}"))
+}
+
+/// `writers` tasks each change their own user as fast as they can for `duration`.
+async fn changes_per_second(
+    store: &Store,
+    user_ids: &[String],
+    writers: usize,
+    duration: Duration,
+    outbox: bool,
+) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (store, done, stop, id) = (
+            store.clone(),
+            Arc::clone(&done),
+            Arc::clone(&stop),
+            user_ids[w].clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let tx = store.begin_write().await.expect("begin");
+                let user = users::update_display_name(&*tx, &id, &format!("name {i}"))
+                    .await
+                    .expect("update")
+                    .expect("user");
+                if outbox {
+                    append_event(&tx, EventKind::UserUpdated, &user, None)
+                        .await
+                        .expect("append");
+                }
+                tx.commit().await.expect("commit");
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let url = database_url(&args.backend, dir.path()).await?;
+    let duration = Duration::from_secs(args.seconds);
+
+    // A server instance (the subscriber's side) on the database; it also migrates it.
+    let mut settings = Settings::for_data_dir(dir.path().join("data"), Some(url.clone()));
+    settings.hashing = CHEAP;
+    let app = Application::build(settings).await?;
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+
+    // The writer's side: its own connection pool, as another replica would have.
+    let store = Store::connect(&url, 20).await?;
+    let hasher = HashPool::new(&CHEAP, 1, 64)?;
+    let mut user_ids = Vec::new();
+    for i in 0..16 {
+        let new = NewAccount {
+            email: &format!("bench{i}@example.com"),
+            password: Password::new("bench passphrase".into()),
+            display_name: "",
+            roles: if i == 0 {
+                vec!["events.subscriber".into()]
+            } else {
+                vec![]
+            },
+        };
+        user_ids.push(create_account(&store, &hasher, 8, new).await?.id);
+    }
+
+    println!(
+        "backend {}; {} cores; {} s per measurement",
+        args.backend,
+        std::thread::available_parallelism()?,
+        args.seconds
+    );
+    for writers in [1, 16] {
+        let without = changes_per_second(&store, &user_ids, writers, duration, false).await;
+        let with = changes_per_second(&store, &user_ids, writers, duration, true).await;
+        println!(
+            "{writers:>2} writer(s): {with:>8.0} changes+events/s with outbox vs {without:>8.0} changes/s without  ({:.0} %)",
+            100.0 * with / without
+        );
+    }
+
+    // Delivery latency: commit on the writer's pool, receive on the server's stream.
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let mut client = AuthServiceClient::new(channel);
+    let login = client
+        .login(pb::LoginRequest {
+            email: "bench0@example.com".into(),
+            password: "bench passphrase".into(),
+        })
+        .await?
+        .into_inner();
+    let head = auth_server::storage::events::find_head_sequence(store.conn()).await?;
+    let mut request = tonic::Request::new(pb::UserEventsRequest {
+        after_sequence: u64::try_from(head)?,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {}", login.access_token))?,
+    );
+    let mut stream = client.user_events(request).await?.into_inner();
+    let mut latencies = Vec::with_capacity(args.events);
+    for i in 0..args.events {
+        let tx = store.begin_write().await?;
+        let user = users::update_display_name(&*tx, &user_ids[1], &format!("latency {i}"))
+            .await?
+            .expect("user");
+        append_event(&tx, EventKind::UserUpdated, &user, None).await?;
+        tx.commit().await?;
+        let committed = Instant::now();
+        stream
+            .message()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+        latencies.push(committed.elapsed());
+    }
+    latencies.sort();
+    let q = |p: f64| {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64()
+            * 1e3
+    };
+    println!(
+        "commit-to-delivery on another instance: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms over {} events",
+        q(0.5),
+        q(0.99),
+        q(1.0),
+        args.events
+    );
+    Ok(())
+}
