@@ -82,12 +82,12 @@ async fn changes_per_second(
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..writers {
+    for id in &user_ids[..writers] {
         let (store, done, stop, id) = (
             store.clone(),
             Arc::clone(&done),
             Arc::clone(&stop),
-            user_ids[w].clone(),
+            id.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
