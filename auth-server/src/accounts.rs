@@ -319,17 +319,24 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<SessionTokens, AuthError> {
         let now = OffsetDateTime::now_utc();
+        let expires_at = millis(now + self.inner.settings.refresh_ttl);
+        let tx = self.inner.store.begin_write().await?;
+        let session_id =
+            storage::sessions::create_session(&*tx, &user.id, millis(now), expires_at, client)
+                .await?;
+        self.issue_pair(tx, user, session_id, now).await
+    }
+
+    /// Records a new refresh token for the session in `tx`, commits, and signs the access token.
+    async fn issue_pair(
+        &self,
+        tx: storage::WriteTx,
+        user: UserRecord,
+        session_id: String,
+        now: OffsetDateTime,
+    ) -> Result<SessionTokens, AuthError> {
         let refresh_expires_at = now + self.inner.settings.refresh_ttl;
         let refresh = RefreshToken::generate();
-        let tx = self.inner.store.begin_write().await?;
-        let session_id = storage::sessions::create_session(
-            &*tx,
-            &user.id,
-            millis(now),
-            millis(refresh_expires_at),
-            client,
-        )
-        .await?;
         storage::sessions::create_refresh_token(
             &*tx,
             refresh.hash(),
@@ -397,36 +404,11 @@ impl Accounts {
             .await?
             .filter(|u| !u.disabled)
             .ok_or(AuthError::RefreshRejected("account unavailable"))?;
-        let refresh_expires_at = now + self.inner.settings.refresh_ttl;
-        let refresh = RefreshToken::generate();
-        storage::sessions::create_refresh_token(
-            &*tx,
-            refresh.hash(),
-            &session.id,
-            now_ms,
-            millis(refresh_expires_at),
-        )
-        .await?;
-        storage::sessions::update_session_used(
-            &*tx,
-            &session.id,
-            now_ms,
-            millis(refresh_expires_at),
-        )
-        .await?;
-        tx.commit().await?;
-        let access = self
-            .inner
-            .tokens
-            .issue(&user.id, &session.id, &user.roles)?;
-        tracing::info!(user_id = %user.id, session_id = %session.id, jti = %access.token_id, "refreshed");
-        Ok(SessionTokens {
-            access,
-            refresh,
-            refresh_expires_at,
-            session_id: session.id,
-            user,
-        })
+        let expires_at = millis(now + self.inner.settings.refresh_ttl);
+        storage::sessions::update_session_used(&*tx, &session.id, now_ms, expires_at).await?;
+        let tokens = self.issue_pair(tx, user, session.id, now).await?;
+        tracing::info!(user_id = %tokens.user.id, session_id = %tokens.session_id, jti = %tokens.access.token_id, "refreshed");
+        Ok(tokens)
     }
 
     /// Revokes a session inside `tx`, writes `SessionRevoked`, commits, and updates the

@@ -4,7 +4,7 @@ use std::io::Read as _;
 
 use crate::{
     accounts::{self, NewAccount, ROLE_ADMIN},
-    config::{CreateUserArgs, HashingArgs, MigrateAction, StoreArgs},
+    config::{AccountArgs, MigrateAction, StoreArgs},
     error::AuthError,
     passwords::{HashPool, Password},
     startup::{StartupError, ensure_data_dir},
@@ -82,13 +82,14 @@ pub fn read_password(input: &mut impl std::io::Read) -> Result<Password, CliErro
 
 /// `auth-server create-user` / `create-admin`: migrates if needed, then creates the account
 /// (with its `UserCreated` event).
-pub async fn create_user(
-    store: &StoreArgs,
-    hashing: &HashingArgs,
-    email: &str,
-    display_name: &str,
-    roles: Vec<String>,
-) -> Result<UserRecord, CliError> {
+pub async fn create_user(args: &AccountArgs, roles: Vec<String>) -> Result<UserRecord, CliError> {
+    let AccountArgs {
+        store,
+        email,
+        display_name,
+        hashing,
+        ..
+    } = args;
     let password = read_password(&mut std::io::stdin().lock())?;
     let settings = hashing.settings()?;
     let db = open(store).await?;
@@ -103,11 +104,6 @@ pub async fn create_user(
     let user = accounts::create_account(&db, &hasher, settings.min_password_length, new).await;
     db.close().await;
     Ok(user?)
-}
-
-/// Roles for `create-user` args.
-pub fn user_roles(args: &CreateUserArgs) -> Vec<String> {
-    args.roles.clone()
 }
 
 /// Roles for `create-admin`.

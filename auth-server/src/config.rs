@@ -3,7 +3,7 @@
 //! Every flag has an environment twin; `Settings` is the validated result that the rest of
 //! the server reads. Tests build `Settings` in code and never touch the process environment.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -52,7 +52,7 @@ pub enum MigrateAction {
 }
 
 /// Where the data lives: shared by every subcommand.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct StoreArgs {
     /// Database URL: `sqlite://path?mode=rwc` or `postgres://…`. Default: `auth.db` in the data dir.
     #[arg(long, env = "AUTH_DATABASE_URL")]
@@ -75,18 +75,15 @@ impl StoreArgs {
     }
 }
 
-/// `create-user` arguments.
+/// What `create-user` and `create-admin` share.
 #[derive(Debug, Clone, Args)]
-pub struct CreateUserArgs {
+pub struct AccountArgs {
     /// Where the data lives.
     #[command(flatten)]
     pub store: StoreArgs,
     /// Email address of the new account.
     #[arg(long)]
     pub email: String,
-    /// Role to grant; repeat for several (for example `--role events.subscriber`).
-    #[arg(long = "role")]
-    pub roles: Vec<String>,
     /// Display name.
     #[arg(long, default_value = "")]
     pub display_name: String,
@@ -98,24 +95,23 @@ pub struct CreateUserArgs {
     pub hashing: HashingArgs,
 }
 
+/// `create-user` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct CreateUserArgs {
+    /// The account.
+    #[command(flatten)]
+    pub account: AccountArgs,
+    /// Role to grant; repeat for several (for example `--role events.subscriber`).
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+}
+
 /// `create-admin` arguments.
 #[derive(Debug, Clone, Args)]
 pub struct CreateAdminArgs {
-    /// Where the data lives.
+    /// The account (granted role `admin`).
     #[command(flatten)]
-    pub store: StoreArgs,
-    /// Email address of the new admin.
-    #[arg(long)]
-    pub email: String,
-    /// Display name.
-    #[arg(long, default_value = "")]
-    pub display_name: String,
-    /// Read the password from standard input (required: passwords never travel as flags).
-    #[arg(long, required = true)]
-    pub password_stdin: bool,
-    /// Password hashing parameters.
-    #[command(flatten)]
-    pub hashing: HashingArgs,
+    pub account: AccountArgs,
 }
 
 /// Argon2id parameters and password rules.
@@ -176,8 +172,8 @@ pub struct ServeArgs {
     pub hashing: HashingArgs,
 }
 
-/// Validated server settings.
-#[derive(Debug, Clone)]
+/// Validated server settings. `Debug` hides the database password.
+#[derive(Clone)]
 pub struct Settings {
     /// gRPC listen address.
     pub listen: SocketAddr,
@@ -209,6 +205,49 @@ pub struct Settings {
     pub event_poll_interval: Duration,
     /// Events the in-memory feed holds for streams that are behind.
     pub event_feed_capacity: usize,
+}
+
+/// A database URL with its password (if any) replaced by `[redacted]`, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:[redacted]@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for StoreArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreArgs")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("data_dir", &self.data_dir)
+            .field("allow_registration", &self.allow_registration)
+            .field("issuer", &self.issuer)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .field("hash_threads", &self.hash_threads)
+            .field("hash_queue", &self.hash_queue)
+            .field("hashing", &self.hashing)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Validated argon2id parameters and password rules.
@@ -330,5 +369,52 @@ impl Settings {
         };
         #[allow(clippy::expect_used)]
         args.settings().expect("the defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_database_password() {
+        let settings = Settings::for_data_dir(
+            "/d".into(),
+            Some("postgres://auth:s3cr3t@db:5432/auth".into()),
+        );
+        let printed = format!("{settings:?}");
+        assert!(
+            !printed.contains("s3cr3t")
+                && printed.contains("postgres://auth:[redacted]@db:5432/auth")
+        );
+        assert_eq!(
+            redact_url("sqlite://./auth-data/auth.db?mode=rwc"),
+            "sqlite://./auth-data/auth.db?mode=rwc"
+        );
+    }
+
+    #[test]
+    fn allow_registration_works_as_a_bare_flag_or_with_a_value() {
+        for (args, want) in [
+            (&["auth-server", "serve"][..], false),
+            (&["auth-server", "serve", "--allow-registration"][..], true),
+            (
+                &["auth-server", "serve", "--allow-registration", "false"][..],
+                false,
+            ),
+            (
+                &["auth-server", "serve", "--allow-registration=true"][..],
+                true,
+            ),
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            let Command::Serve(serve) = cli.command else {
+                panic!("serve")
+            };
+            assert_eq!(serve.allow_registration, want, "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["auth-server", "serve", "--listen", "nonsense"]).is_err());
     }
 }

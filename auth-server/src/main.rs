@@ -35,15 +35,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::CreateUser(args) => {
-            let roles = cli::user_roles(&args);
-            let user = cli::create_user(
-                &args.store,
-                &args.hashing,
-                &args.email,
-                &args.display_name,
-                roles,
-            )
-            .await?;
+            let user = cli::create_user(&args.account, args.roles).await?;
             println!(
                 "created user {} <{}> roles [{}]",
                 user.id,
@@ -52,14 +44,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::CreateAdmin(args) => {
-            let user = cli::create_user(
-                &args.store,
-                &args.hashing,
-                &args.email,
-                &args.display_name,
-                cli::admin_roles(),
-            )
-            .await?;
+            let user = cli::create_user(&args.account, cli::admin_roles()).await?;
             println!("created admin {} <{}>", user.id, user.email);
         }
     }

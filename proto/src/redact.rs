@@ -7,6 +7,24 @@ use crate::pb;
 
 const REDACTED: &str = "[redacted]";
 
+/// Login and Refresh responses carry the same token fields.
+macro_rules! session_tokens_debug {
+    ($message:ident) => {
+        impl fmt::Debug for pb::$message {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($message))
+                    .field("access_token", &REDACTED)
+                    .field("access_token_expires_at", &self.access_token_expires_at)
+                    .field("refresh_token", &REDACTED)
+                    .field("refresh_token_expires_at", &self.refresh_token_expires_at)
+                    .field("session_id", &self.session_id)
+                    .field("user", &self.user)
+                    .finish()
+            }
+        }
+    };
+}
+
 impl fmt::Debug for pb::RegisterRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegisterRequest")
@@ -26,18 +44,7 @@ impl fmt::Debug for pb::LoginRequest {
     }
 }
 
-impl fmt::Debug for pb::LoginResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginResponse")
-            .field("access_token", &REDACTED)
-            .field("access_token_expires_at", &self.access_token_expires_at)
-            .field("refresh_token", &REDACTED)
-            .field("refresh_token_expires_at", &self.refresh_token_expires_at)
-            .field("session_id", &self.session_id)
-            .field("user", &self.user)
-            .finish()
-    }
-}
+session_tokens_debug!(LoginResponse);
 
 impl fmt::Debug for pb::RefreshRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -47,18 +54,7 @@ impl fmt::Debug for pb::RefreshRequest {
     }
 }
 
-impl fmt::Debug for pb::RefreshResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RefreshResponse")
-            .field("access_token", &REDACTED)
-            .field("access_token_expires_at", &self.access_token_expires_at)
-            .field("refresh_token", &REDACTED)
-            .field("refresh_token_expires_at", &self.refresh_token_expires_at)
-            .field("session_id", &self.session_id)
-            .field("user", &self.user)
-            .finish()
-    }
-}
+session_tokens_debug!(RefreshResponse);
 
 impl fmt::Debug for pb::ValidateRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

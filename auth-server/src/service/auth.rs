@@ -7,6 +7,21 @@ use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 use super::{bearer_token, client_info, event_pb, timestamp, user_pb};
+
+/// Login and Refresh answer the same fields in separate messages (so each can grow).
+macro_rules! session_response {
+    ($message:path, $tokens:expr) => {{
+        let s = $tokens;
+        $message {
+            access_token: s.access.token,
+            access_token_expires_at: Some(timestamp(s.access.expires_at)),
+            refresh_token: s.refresh.expose().to_owned(),
+            refresh_token_expires_at: Some(timestamp(s.refresh_expires_at)),
+            session_id: s.session_id,
+            user: Some(user_pb(&s.user)),
+        }
+    }};
+}
 use crate::{
     accounts::{Accounts, ROLE_ADMIN, ROLE_EVENTS_SUBSCRIBER},
     error::AuthError,
@@ -77,14 +92,7 @@ impl AuthService for AuthApi {
             .accounts
             .login(&req.email, Password::new(req.password), &client)
             .await?;
-        Ok(Response::new(pb::LoginResponse {
-            access_token: s.access.token,
-            access_token_expires_at: Some(timestamp(s.access.expires_at)),
-            refresh_token: s.refresh.expose().to_owned(),
-            refresh_token_expires_at: Some(timestamp(s.refresh_expires_at)),
-            session_id: s.session_id,
-            user: Some(user_pb(&s.user)),
-        }))
+        Ok(Response::new(session_response!(pb::LoginResponse, s)))
     }
 
     #[tracing::instrument(name = "rpc.refresh", skip_all)]
@@ -96,14 +104,7 @@ impl AuthService for AuthApi {
             .accounts
             .refresh(&request.get_ref().refresh_token)
             .await?;
-        Ok(Response::new(pb::RefreshResponse {
-            access_token: s.access.token,
-            access_token_expires_at: Some(timestamp(s.access.expires_at)),
-            refresh_token: s.refresh.expose().to_owned(),
-            refresh_token_expires_at: Some(timestamp(s.refresh_expires_at)),
-            session_id: s.session_id,
-            user: Some(user_pb(&s.user)),
-        }))
+        Ok(Response::new(session_response!(pb::RefreshResponse, s)))
     }
 
     #[tracing::instrument(name = "rpc.logout", skip_all)]

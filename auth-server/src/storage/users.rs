@@ -208,19 +208,10 @@ pub async fn update_display_name(
     user_id: &str,
     display_name: &str,
 ) -> StorageResult<Option<UserRecord>> {
-    let now = now_millis();
-    let updated = users::Entity::update_many()
+    users::Entity::update_many()
         .col_expr(users::Column::DisplayName, Expr::value(display_name))
-        .col_expr(
-            users::Column::Version,
-            Expr::col(users::Column::Version).add(1),
-        )
-        .col_expr(users::Column::UpdatedAt, Expr::value(now))
         .filter(users::Column::Id.eq(user_id))
         .exec(conn)
         .await?;
-    if updated.rows_affected == 0 {
-        return Ok(None);
-    }
-    find_user(conn, user_id).await
+    bump_version(conn, user_id, now_millis()).await
 }

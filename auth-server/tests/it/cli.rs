@@ -7,7 +7,10 @@ use std::{
 
 use crate::{both_backends, helpers::*};
 
-both_backends!(create_user_with_role_reads_the_password_from_stdin);
+both_backends!(
+    create_user_with_role_reads_the_password_from_stdin,
+    migrate_down_and_up_round_trips_the_schema,
+);
 
 fn auth_server(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_auth-server"))
@@ -134,4 +137,44 @@ async fn create_user_with_role_reads_the_password_from_stdin(db: Db) {
     let out = auth_server(&app, &["migrate", "status"], "");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("applied m20261126_000001_core"));
+}
+
+async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
+    let mut app = spawn_app(db).await;
+    app.register("kept@example.com", PASSWORD)
+        .await
+        .expect("register");
+    app.stop().await;
+
+    let status = |app: &TestApp| {
+        let out = auth_server(app, &["migrate", "status"], "");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(status(&app).contains("applied m20261126_000001_core"));
+    let out = auth_server(&app, &["migrate", "down"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(status(&app).contains("pending m20261126_000001_core"));
+    let out = auth_server(&app, &["migrate", "up"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(status(&app).contains("applied m20261126_000001_core"));
+
+    // The schema is back and empty: the server starts, the old account is gone.
+    let app = app.restart().await;
+    assert!(app.login("kept@example.com", PASSWORD).await.is_err());
+    app.register("kept@example.com", PASSWORD)
+        .await
+        .expect("register again");
 }
