@@ -1,0 +1,277 @@
+//! [`AuthClient`]: typed calls to `auth.v1.AuthService`.
+
+use std::{
+    fmt,
+    time::{Duration, SystemTime},
+};
+
+use auth_proto::pb::{self, auth_service_client::AuthServiceClient};
+use tonic::{
+    Request,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+
+use crate::{AuthClientError, Principal};
+
+/// Default deadline of unary calls.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client of the identity service. Cheap to clone (clones share one HTTP/2 connection).
+///
+/// The connection is made lazily on first use and re-made after failures, so building a client
+/// never fails because the server is down.
+///
+/// ```
+/// # async fn example() -> Result<(), auth_client::AuthClientError> {
+/// let client = auth_client::AuthClient::connect_lazy("http://127.0.0.1:50051")?;
+/// let session = client.login("ann@example.com", "correct horse battery").await?;
+/// let principal = client.validate(&session.access_token).await?;
+/// assert_eq!(principal.session_id, session.session_id);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AuthClient {
+    inner: AuthServiceClient<Channel>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for AuthClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthClient")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tokens of a session, from [`AuthClient::login`] or [`AuthClient::refresh`]. `Debug` hides
+/// the tokens.
+#[derive(Clone)]
+pub struct Session {
+    /// Access token, for `authorization: Bearer`.
+    pub access_token: String,
+    /// When the access token expires.
+    pub access_token_expires_at: SystemTime,
+    /// Refresh token (single use).
+    pub refresh_token: String,
+    /// When the refresh token expires.
+    pub refresh_token_expires_at: SystemTime,
+    /// Session id.
+    pub session_id: String,
+    /// The user.
+    pub user: Option<pb::User>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("access_token", &"[redacted]")
+            .field("access_token_expires_at", &self.access_token_expires_at)
+            .field("refresh_token", &"[redacted]")
+            .field("session_id", &self.session_id)
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+pub(crate) fn system_time(ts: Option<prost_types::Timestamp>) -> SystemTime {
+    ts.and_then(|t| SystemTime::try_from(t).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Adds `authorization: Bearer <token>`.
+pub(crate) fn with_bearer<T>(message: T, token: &str) -> Result<Request<T>, AuthClientError> {
+    let mut request = Request::new(message);
+    let value = MetadataValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| AuthClientError::InvalidArgument("token is not valid header text".into()))?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+macro_rules! session_from {
+    ($response:expr) => {{
+        let r = $response;
+        Session {
+            access_token: r.access_token,
+            access_token_expires_at: system_time(r.access_token_expires_at),
+            refresh_token: r.refresh_token,
+            refresh_token_expires_at: system_time(r.refresh_token_expires_at),
+            session_id: r.session_id,
+            user: r.user,
+        }
+    }};
+}
+
+impl AuthClient {
+    /// A client for `url` (`http://host:port`) that connects on first use.
+    pub fn connect_lazy(url: &str) -> Result<Self, AuthClientError> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| AuthClientError::InvalidArgument(format!("auth service URL: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        Ok(Self::from_channel(endpoint.connect_lazy()))
+    }
+
+    /// A client over an existing channel.
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            inner: AuthServiceClient::new(channel),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Sets the deadline of unary calls (default 5 s).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    fn bearer<T>(&self, message: T, token: &str) -> Result<Request<T>, AuthClientError> {
+        let mut request = with_bearer(message, token)?;
+        request.set_timeout(self.timeout);
+        Ok(request)
+    }
+
+    /// `Register`: creates an account (when the server allows self-registration).
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        display_name: &str,
+    ) -> Result<pb::User, AuthClientError> {
+        let message = pb::RegisterRequest {
+            email: email.into(),
+            password: password.into(),
+            display_name: display_name.into(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .register(self.request(message))
+            .await?
+            .into_inner();
+        response
+            .user
+            .ok_or_else(|| AuthClientError::Unavailable("Register answered no user".into()))
+    }
+
+    /// `Login`: a new session.
+    pub async fn login(&self, email: &str, password: &str) -> Result<Session, AuthClientError> {
+        let message = pb::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .login(self.request(message))
+            .await?
+            .into_inner();
+        Ok(session_from!(response))
+    }
+
+    /// `Refresh`: rotates the refresh token. Presenting a spent one revokes the session.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Session, AuthClientError> {
+        let message = pb::RefreshRequest {
+            refresh_token: refresh_token.into(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .refresh(self.request(message))
+            .await?
+            .into_inner();
+        Ok(session_from!(response))
+    }
+
+    /// `Logout`: revokes the session of `access_token`.
+    pub async fn logout(&self, access_token: &str) -> Result<(), AuthClientError> {
+        self.inner
+            .clone()
+            .logout(self.bearer(pb::LogoutRequest {}, access_token)?)
+            .await?;
+        Ok(())
+    }
+
+    /// `ChangePassword`: returns how many other sessions were revoked.
+    pub async fn change_password(
+        &self,
+        access_token: &str,
+        current: &str,
+        new: &str,
+    ) -> Result<u32, AuthClientError> {
+        let message = pb::ChangePasswordRequest {
+            current_password: current.into(),
+            new_password: new.into(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .change_password(self.bearer(message, access_token)?)
+            .await?
+            .into_inner();
+        Ok(response.revoked_sessions)
+    }
+
+    /// `Validate`, uncached: prefer [`Validator`](crate::Validator) on request paths.
+    pub async fn validate(&self, access_token: &str) -> Result<Principal, AuthClientError> {
+        let message = pb::ValidateRequest {
+            token: access_token.into(),
+        };
+        let r = self
+            .inner
+            .clone()
+            .validate(self.request(message))
+            .await?
+            .into_inner();
+        Ok(Principal {
+            user_id: r.user_id,
+            session_id: r.session_id,
+            roles: r.roles,
+            expires_at: system_time(r.expires_at),
+            token_id: r.token_id,
+        })
+    }
+
+    /// `GetPublicKeys`: the keys that verify access tokens.
+    pub async fn public_keys(&self) -> Result<pb::GetPublicKeysResponse, AuthClientError> {
+        Ok(self
+            .inner
+            .clone()
+            .get_public_keys(self.request(pb::GetPublicKeysRequest {}))
+            .await?
+            .into_inner())
+    }
+
+    /// `UserEvents`: the raw event stream after `after_sequence` (no deadline). Most callers
+    /// want [`Subscriber`](crate::Subscriber), which reconnects and resumes.
+    pub async fn user_events(
+        &self,
+        access_token: &str,
+        after_sequence: u64,
+    ) -> Result<tonic::Streaming<pb::UserEventsResponse>, AuthClientError> {
+        let request = with_bearer(pb::UserEventsRequest { after_sequence }, access_token)?;
+        Ok(self.inner.clone().user_events(request).await?.into_inner())
+    }
+
+    /// `UserSnapshot`: the raw snapshot stream (header, then users).
+    pub async fn user_snapshot(
+        &self,
+        access_token: &str,
+    ) -> Result<tonic::Streaming<pb::UserSnapshotResponse>, AuthClientError> {
+        let request = with_bearer(pb::UserSnapshotRequest {}, access_token)?;
+        Ok(self
+            .inner
+            .clone()
+            .user_snapshot(request)
+            .await?
+            .into_inner())
+    }
+}

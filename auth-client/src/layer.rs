@@ -1,0 +1,194 @@
+//! [`AuthLayer`] and [`RequireAuth`]: a tower middleware that guards tonic services and HTTP
+//! (axum) services with a [`Validator`].
+//!
+//! | token | gRPC request (`content-type: application/grpc…`) | HTTP request |
+//! | --- | --- | --- |
+//! | missing, malformed or refused | `UNAUTHENTICATED` (with `ErrorInfo` reason) | 401 + `WWW-Authenticate: Bearer` |
+//! | valid but lacks the required role | `PERMISSION_DENIED` | 403 |
+//! | auth service could not decide | `UNAVAILABLE` | 503 + `Retry-After: 1` |
+//! | valid | the inner service, with the [`Principal`] in the request extensions | same |
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt as _};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{AuthClientError, Principal, Validator};
+
+/// Layer that wraps services in [`RequireAuth`].
+///
+/// ```
+/// # fn example(validator: auth_client::Validator) {
+/// use auth_client::AuthLayer;
+/// // Every request needs a valid bearer token of a caller with role `admin`.
+/// let layer = AuthLayer::new(validator).require_role("admin");
+/// # let _ = layer;
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    validator: Validator,
+    required_role: Option<Arc<str>>,
+}
+
+impl AuthLayer {
+    /// Guards with `validator`; any valid token passes.
+    pub fn new(validator: Validator) -> Self {
+        Self {
+            validator,
+            required_role: None,
+        }
+    }
+
+    /// Also requires the caller to hold `role` (otherwise `PERMISSION_DENIED` / 403).
+    #[must_use]
+    pub fn require_role(mut self, role: impl Into<Arc<str>>) -> Self {
+        self.required_role = Some(role.into());
+        self
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = RequireAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireAuth {
+            inner,
+            validator: self.validator.clone(),
+            required_role: self.required_role.clone(),
+        }
+    }
+}
+
+/// A service that lets a request through only with a valid bearer token.
+#[derive(Debug, Clone)]
+pub struct RequireAuth<S> {
+    inner: S,
+    validator: Validator,
+    required_role: Option<Arc<str>>,
+}
+
+// === impl RequireAuth ===
+
+enum Denial {
+    Unauthenticated(String),
+    PermissionDenied,
+    Unavailable,
+}
+
+fn bearer(headers: &HeaderMap) -> Result<String, Denial> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values
+        .next()
+        .ok_or_else(|| Denial::Unauthenticated("TOKEN_MISSING".into()))?;
+    if values.next().is_some() {
+        return Err(Denial::Unauthenticated("AUTHORIZATION_MALFORMED".into()));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| Denial::Unauthenticated("AUTHORIZATION_MALFORMED".into()))?;
+    match value.trim().split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim().to_owned())
+        }
+        _ => Err(Denial::Unauthenticated("AUTHORIZATION_MALFORMED".into())),
+    }
+}
+
+fn is_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+fn deny<B: Default>(grpc: bool, denial: Denial) -> Response<B> {
+    if grpc {
+        let status = match denial {
+            Denial::Unauthenticated(reason) => tonic::Status::with_error_details(
+                Code::Unauthenticated,
+                "invalid or missing bearer token",
+                ErrorDetails::with_error_info(reason, "auth.v1", HashMap::new()),
+            ),
+            Denial::PermissionDenied => tonic::Status::permission_denied("missing required role"),
+            Denial::Unavailable => tonic::Status::unavailable("auth service unavailable"),
+        };
+        return status.into_http();
+    }
+    let mut response = Response::new(B::default());
+    let headers = response.headers_mut();
+    *response.status_mut() = match denial {
+        Denial::Unauthenticated(_) => {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+            StatusCode::UNAUTHORIZED
+        }
+        Denial::PermissionDenied => StatusCode::FORBIDDEN,
+        Denial::Unavailable => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    response
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireAuth<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // The clone that was polled ready handles this request; a fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let validator = self.validator.clone();
+        let required_role = self.required_role.clone();
+        Box::pin(async move {
+            let grpc = is_grpc(&request);
+            let token = match bearer(request.headers()) {
+                Ok(token) => token,
+                Err(denial) => return Ok(deny(grpc, denial)),
+            };
+            let principal: Principal = match validator.validate(&token).await {
+                Ok(principal) => principal,
+                Err(AuthClientError::Unauthenticated { reason, .. }) => {
+                    return Ok(deny(grpc, Denial::Unauthenticated(reason)));
+                }
+                Err(AuthClientError::PermissionDenied(_)) => {
+                    return Ok(deny(grpc, Denial::PermissionDenied));
+                }
+                Err(_) => return Ok(deny(grpc, Denial::Unavailable)),
+            };
+            if let Some(role) = &required_role
+                && !principal.has_role(role)
+            {
+                return Ok(deny(grpc, Denial::PermissionDenied));
+            }
+            request.extensions_mut().insert(principal);
+            inner.call(request).await
+        })
+    }
+}

@@ -1,0 +1,6 @@
+//! auth-client against a real auth-server on loopback.
+
+mod helpers;
+mod layer;
+mod subscriber;
+mod validator;
