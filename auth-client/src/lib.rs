@@ -42,6 +42,7 @@
 mod client;
 mod error;
 mod layer;
+mod offline;
 mod principal;
 mod subscriber;
 mod validator;

@@ -20,6 +20,14 @@
 //! from a [`Subscriber`](crate::Subscriber)), and `SessionRevoked`, `PasswordChanged`,
 //! `UserDisabled` and `UserDeleted` evict the affected entries at once.
 //!
+//! **Offline mode** ([`ValidatorBuilder::offline`]) verifies PASETO signatures locally with the
+//! keys from `GetPublicKeys` (refetched, rate-limited, when a token names an unknown key, as
+//! after a rotation), so validation needs no RPC at all. The trade-off: the server's revocation
+//! state is not consulted, so a revoked session is refused only once its `SessionRevoked`
+//! event reached [`Validator::apply_event`]; without an event feed, an offline validator trusts
+//! a token until its `exp`. Use it when RPC latency matters more than instant revocation, and
+//! always together with a [`Subscriber`](crate::Subscriber) feeding `apply_event`.
+//!
 //! Cache keys are SHA-256 digests of the tokens: raw tokens are not kept in memory.
 
 use std::{
@@ -40,7 +48,7 @@ use futures::{
 use moka::future::Cache;
 use sha2::{Digest as _, Sha256};
 
-use crate::{AuthClient, AuthClientError, Principal};
+use crate::{AuthClient, AuthClientError, Principal, offline::OfflineVerifier};
 
 /// Longest token sent to the server; longer ones are refused locally.
 const MAX_TOKEN_BYTES: usize = 4096;
@@ -77,6 +85,7 @@ struct Inner {
     ttl: Duration,
     grace: Duration,
     stats: Counters,
+    offline: Option<OfflineVerifier>,
 }
 
 impl fmt::Debug for Validator {
@@ -111,6 +120,7 @@ struct Counters {
     grace_serves: AtomicU64,
     unavailable_denials: AtomicU64,
     evictions: AtomicU64,
+    offline_verifies: AtomicU64,
 }
 
 /// Counters a service can export (monotonic since the validator was built).
@@ -128,8 +138,10 @@ pub struct ValidatorStats {
     pub grace_serves: u64,
     /// Failed closed: the server could not decide and no entry could be served.
     pub unavailable_denials: u64,
-    /// Entries evicted by revocation events.
+    /// Revocation events applied to the cache.
     pub evictions: u64,
+    /// Tokens verified locally (offline mode), without an RPC.
+    pub offline_verifies: u64,
 }
 
 /// Builds a [`Validator`].
@@ -141,9 +153,28 @@ pub struct ValidatorBuilder {
     negative_ttl: Duration,
     max_entries: u64,
     max_negative_entries: u64,
+    offline: bool,
+    key_refetch_interval: Duration,
 }
 
 impl ValidatorBuilder {
+    /// Verify tokens locally with the keys from `GetPublicKeys` instead of calling `Validate`
+    /// (default off). Revocation then only comes from events given to
+    /// [`Validator::apply_event`]; see the `offline` notes in the crate docs.
+    #[must_use]
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// Offline mode: shortest interval between key fetches caused by unknown key ids
+    /// (default 10 s), so a flood of forged key ids cannot hammer `GetPublicKeys`.
+    #[must_use]
+    pub fn key_refetch_interval(mut self, interval: Duration) -> Self {
+        self.key_refetch_interval = interval;
+        self
+    }
+
     /// How long a validated token is trusted without asking again (default 5 minutes; never
     /// past the token's `exp`).
     #[must_use]
@@ -201,6 +232,9 @@ impl ValidatorBuilder {
                 ttl: self.ttl,
                 grace: self.grace,
                 stats: Counters::default(),
+                offline: self
+                    .offline
+                    .then(|| OfflineVerifier::new(self.key_refetch_interval)),
             }),
         }
     }
@@ -226,6 +260,8 @@ impl Validator {
             negative_ttl: Duration::from_secs(10),
             max_entries: 100_000,
             max_negative_entries: 100_000,
+            offline: false,
+            key_refetch_interval: crate::offline::REFETCH_INTERVAL,
         }
     }
 
@@ -261,7 +297,14 @@ impl Validator {
                 message: rejection.message.clone(),
             });
         }
-        match self.remote(key, token).await {
+        let outcome = match &inner.offline {
+            Some(verifier) => {
+                inner.stats.offline_verifies.fetch_add(1, Ordering::Relaxed);
+                verifier.verify(&inner.client, token).await
+            }
+            None => self.remote(key, token).await,
+        };
+        match outcome {
             Ok(principal) => {
                 let now = Instant::now();
                 let left = remaining(principal.expires_at);
@@ -347,7 +390,8 @@ impl Validator {
         outcome
     }
 
-    /// Applies a user event: revocation kinds evict the affected cache entries at once.
+    /// Applies a user event: revocation kinds evict the affected cache entries at once (and,
+    /// offline, are remembered so the tokens stay refused).
     pub fn apply_event(&self, event: &pb::UserEvent) {
         let kind = event.kind();
         let user_id = event
@@ -355,6 +399,16 @@ impl Validator {
             .as_ref()
             .map(|u| u.id.clone())
             .unwrap_or_default();
+        if let Some(verifier) = &self.inner.offline {
+            match kind {
+                UserEventKind::SessionRevoked => verifier.revoke_session(&event.session_id),
+                UserEventKind::UserDisabled | UserEventKind::UserDeleted => {
+                    verifier.block_user(&user_id)
+                }
+                UserEventKind::UserEnabled => verifier.unblock_user(&user_id),
+                _ => {}
+            }
+        }
         let result = match kind {
             UserEventKind::SessionRevoked => {
                 let session_id = event.session_id.clone();
@@ -389,6 +443,7 @@ impl Validator {
             grace_serves: c.grace_serves.load(Ordering::Relaxed),
             unavailable_denials: c.unavailable_denials.load(Ordering::Relaxed),
             evictions: c.evictions.load(Ordering::Relaxed),
+            offline_verifies: c.offline_verifies.load(Ordering::Relaxed),
         }
     }
 

@@ -212,3 +212,92 @@ async fn revocation_events_evict_cached_tokens_within_a_second() {
     let _ = stop.send(());
     task.await.expect("task").expect("subscriber");
 }
+
+/// Offline mode: no Validate RPC at all; a key rotation on the server is picked up through
+/// `GetPublicKeys`; revocation comes from events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_mode_verifies_locally_and_follows_a_key_rotation() {
+    use pasetors::{
+        keys::{AsymmetricKeyPair, Generate},
+        paserk::FormatAsPaserk,
+        version4::V4,
+    };
+    let mut server = Server::start(false, |_| {}).await;
+    let before = server.user("offline@example.com").await;
+    let validator = auth_client::Validator::builder(server.client())
+        .ttl(LONG)
+        .offline(true)
+        .key_refetch_interval(Duration::ZERO)
+        .build();
+    let principal = validator
+        .validate(&before.access_token)
+        .await
+        .expect("valid offline");
+    assert_eq!(principal.session_id, before.session_id);
+
+    // Rotate: a second key file sorts after the first and becomes the signer.
+    server.stop().await;
+    let pair = AsymmetricKeyPair::<V4>::generate().expect("key");
+    let mut paserk = String::new();
+    pair.secret.fmt(&mut paserk).expect("paserk");
+    std::fs::write(
+        server.settings.data_dir.join("keys/signing-0002.paserk"),
+        paserk,
+    )
+    .expect("write key");
+    server.resume().await;
+    let after = server
+        .client()
+        .login("offline@example.com", PASSWORD)
+        .await
+        .expect("login");
+    assert_ne!(
+        after.access_token.rsplit('.').next(),
+        before.access_token.rsplit('.').next(),
+        "new kid"
+    );
+
+    validator
+        .validate(&after.access_token)
+        .await
+        .expect("new key fetched and verified");
+    validator
+        .validate(&before.access_token)
+        .await
+        .expect("old key still verifies");
+    // A token from an unrelated server (another key) is refused.
+    let other = Server::start(false, |_| {}).await;
+    let foreign = other.user("offline@example.com").await;
+    let error = validator
+        .validate(&foreign.access_token)
+        .await
+        .expect_err("foreign key");
+    assert_eq!(error.reason(), Some("TOKEN_INVALID"));
+
+    // Revocation arrives as an event.
+    server
+        .client()
+        .logout(&after.access_token)
+        .await
+        .expect("logout");
+    validator
+        .validate(&after.access_token)
+        .await
+        .expect("offline does not ask the server");
+    validator.apply_event(&auth_client::pb::UserEvent {
+        sequence: 99,
+        kind: auth_client::pb::UserEventKind::SessionRevoked.into(),
+        session_id: after.session_id.clone(),
+        ..Default::default()
+    });
+    let error = validator
+        .validate(&after.access_token)
+        .await
+        .expect_err("revoked by event");
+    assert_eq!(error.reason(), Some("SESSION_REVOKED"));
+    assert_eq!(
+        validator.stats().misses,
+        0,
+        "offline mode sent a Validate RPC"
+    );
+}

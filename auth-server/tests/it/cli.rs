@@ -26,7 +26,11 @@ fn auth_server(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Outpu
         .spawn()
         .expect("run auth-server");
     // A command refused by argument parsing exits before reading: a broken pipe is fine.
-    let _ = child.stdin.take().expect("stdin").write_all(stdin.as_bytes());
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes());
     child.wait_with_output().expect("auth-server exits")
 }
 
