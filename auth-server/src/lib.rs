@@ -28,6 +28,8 @@ pub mod service;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod tokens;
 
 pub use config::Settings;

@@ -1,0 +1,153 @@
+//! Test support for crates that talk to auth-server (feature `testkit`): a real auth-server on a
+//! loopback port, over a fresh SQLite file or a fresh PostgreSQL database (from
+//! `TEST_DATABASE_URL`), that can be stopped and started again on the same port so a client
+//! loses and regains it. Not for production use.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use crate::{Application, Settings, config::HashingSettings};
+use sea_orm::{ConnectionTrait, Database};
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// The password of every account the kit creates.
+pub const PASSWORD: &str = "correct horse battery";
+const CHEAP: HashingSettings = HashingSettings {
+    memory_kib: 256,
+    iterations: 1,
+    parallelism: 1,
+    min_password_length: 8,
+};
+
+/// A running (or stopped) auth-server.
+pub struct Server {
+    /// Bound address (kept across restarts).
+    pub addr: SocketAddr,
+    /// Its settings.
+    pub settings: Settings,
+    _dir: Arc<TempDir>,
+    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+async fn postgres_url() -> String {
+    let admin = admin_url();
+    let name = format!("c_{}", uuid::Uuid::new_v4().simple());
+    let conn = Database::connect(&admin)
+        .await
+        .expect("PostgreSQL for tests must be reachable at TEST_DATABASE_URL");
+    conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create database");
+    conn.close().await.ok();
+    let (prefix, _) = admin.rsplit_once('/').expect("URL with a database");
+    format!("{prefix}/{name}")
+}
+
+impl Server {
+    /// Starts a server on a fresh database; `tweak` adjusts the settings first.
+    pub async fn start(postgres: bool, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let url = if postgres {
+            Some(postgres_url().await)
+        } else {
+            None
+        };
+        let mut settings = Settings::for_data_dir(dir.path().join("data"), url);
+        settings.hashing = CHEAP;
+        tweak(&mut settings);
+        let mut server = Self {
+            addr: settings.listen,
+            settings,
+            _dir: dir,
+            running: None,
+        };
+        server.resume().await;
+        server
+    }
+
+    /// Starts (again) on the same address, database and keys.
+    pub async fn resume(&mut self) {
+        let app = Application::build(self.settings.clone())
+            .await
+            .expect("server builds");
+        self.addr = app.local_addr();
+        self.settings.listen = self.addr;
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            app.run_until_stopped(async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        self.running = Some((tx, handle));
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some((tx, handle)) = self.running.take() {
+            let _ = tx.send(());
+            handle.await.expect("server task");
+        }
+    }
+
+    /// `http://host:port` of the server.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// An account with roles (and [`PASSWORD`]), created directly in the database as
+    /// `create-user` would.
+    pub async fn account_with_roles(&self, email: &str, roles: &[&str]) {
+        let store = crate::storage::Store::connect(&self.settings.database_url, 2)
+            .await
+            .expect("store");
+        let hasher = crate::passwords::HashPool::new(&CHEAP, 1, 1).expect("pool");
+        let new = crate::accounts::NewAccount {
+            email,
+            password: crate::passwords::Password::new(PASSWORD.into()),
+            display_name: "",
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        crate::accounts::create_account(&store, &hasher, 8, new)
+            .await
+            .expect("account");
+        store.close().await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some((tx, _)) = self.running.take() {
+            let _ = tx.send(());
+        }
+        let url = &self.settings.database_url;
+        let Some(name) = url
+            .starts_with("postgres")
+            .then(|| url.rsplit('/').next())
+            .flatten()
+        else {
+            return;
+        };
+        let name = name.to_owned();
+        // Drop may run outside a runtime: use a private one on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let admin = Database::connect(admin_url()).await.ok()?;
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                admin.execute_unprepared(&sql).await.ok();
+                admin.close().await.ok()
+            })
+        })
+        .join();
+    }
+}

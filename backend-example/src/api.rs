@@ -1,0 +1,186 @@
+//! The HTTP API: `GET /me`, `PATCH /me` behind the auth-client [`AuthLayer`], and the open
+//! `GET /health/sync`.
+
+use std::{sync::Arc, sync::atomic::Ordering, time::Duration};
+
+use auth_client::{AuthLayer, Principal, Validator};
+use axum::{
+    Extension, Json, Router,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use sea_orm::{DatabaseConnection, DbErr};
+use serde_json::{Map, Value, json};
+
+use crate::{db, sync::SyncStatus};
+
+/// How long `/me` waits for a just-created user to reach the mirror before answering 503.
+const MIRROR_WAIT: Duration = Duration::from_secs(2);
+/// Fields only auth-server may write.
+const AUTH_OWNED: [&str; 8] = [
+    "id",
+    "email",
+    "email_verified",
+    "display_name",
+    "roles",
+    "disabled",
+    "version",
+    "deleted",
+];
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The backend's database.
+    pub db: DatabaseConnection,
+    /// Sync progress.
+    pub sync: Arc<SyncStatus>,
+}
+
+/// Errors of the API, each with its status; internals go to the log only.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The caller asked for something invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The caller is valid but not mirrored yet.
+    #[error("profile not synchronised yet")]
+    NotMirrored,
+    /// The caller's account was deleted.
+    #[error("account deleted")]
+    Gone,
+    /// Database failure.
+    #[error("database error")]
+    Db(#[from] DbErr),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotMirrored => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Gone => StatusCode::NOT_FOUND,
+            ApiError::Db(error) => {
+                tracing::error!(error.message = %error, "database error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if matches!(self, ApiError::NotMirrored) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The router: `/me` guarded by `validator`, `/health/sync` open.
+pub fn router(state: AppState, validator: Validator) -> Router {
+    let guarded = Router::new()
+        .route("/me", get(get_me).patch(patch_me))
+        .layer(AuthLayer::new(validator));
+    Router::new()
+        .route("/health/sync", get(health))
+        .merge(guarded)
+        .with_state(state)
+}
+
+fn profile(row: &db::userbase::Model) -> Value {
+    let roles: Value = serde_json::from_str(&row.roles).unwrap_or_else(|_| json!([]));
+    let preferences: Value = serde_json::from_str(&row.preferences).unwrap_or_else(|_| json!({}));
+    json!({
+        "id": row.id,
+        "email": row.email,
+        "email_verified": row.email_verified,
+        "display_name": row.display_name,
+        "roles": roles,
+        "disabled": row.disabled,
+        "version": row.version,
+        "plan_tier": row.plan_tier,
+        "preferences": preferences,
+    })
+}
+
+/// The caller's row, waiting briefly for the mirror to catch up with a brand-new user.
+async fn mirrored(state: &AppState, user_id: &str) -> Result<db::userbase::Model, ApiError> {
+    let deadline = tokio::time::Instant::now() + MIRROR_WAIT;
+    loop {
+        match db::find_user(&state.db, user_id).await? {
+            Some(row) if row.deleted => return Err(ApiError::Gone),
+            Some(row) => return Ok(row),
+            None if tokio::time::Instant::now() >= deadline => return Err(ApiError::NotMirrored),
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn get_me(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    let row = mirrored(&state, &principal.user_id).await?;
+    Ok(Json(profile(&row)))
+}
+
+async fn patch_me(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Json(body): Json<Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let mut plan_tier = None;
+    let mut preferences = None;
+    for (key, value) in body {
+        match key.as_str() {
+            "plan_tier" => match value {
+                Value::String(tier) if !tier.is_empty() && tier.len() <= 64 => {
+                    plan_tier = Some(tier)
+                }
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "plan_tier must be a non-empty string of at most 64 bytes".into(),
+                    ));
+                }
+            },
+            "preferences" => match value {
+                Value::Object(map) => preferences = Some(Value::Object(map).to_string()),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "preferences must be a JSON object".into(),
+                    ));
+                }
+            },
+            owned if AUTH_OWNED.contains(&owned) => {
+                return Err(ApiError::BadRequest(format!(
+                    "{owned} is owned by auth-server and cannot be changed here"
+                )));
+            }
+            other => return Err(ApiError::BadRequest(format!("unknown field {other}"))),
+        }
+    }
+    mirrored(&state, &principal.user_id).await?;
+    db::update_backend_fields(&state.db, &principal.user_id, plan_tier, preferences).await?;
+    get_me(State(state), Extension(principal)).await
+}
+
+async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let sync = db::find_sync_state(&state.db).await?;
+    let mirrored_users = db::count_users(&state.db).await?;
+    let head = state
+        .sync
+        .head_sequence
+        .load(Ordering::Relaxed)
+        .max(sync.last_sequence);
+    Ok(Json(json!({
+        "last_applied_sequence": sync.last_sequence,
+        "auth_head_sequence": head,
+        "lag": head - sync.last_sequence,
+        "last_event_at_ms": sync.last_event_at,
+        "streaming": state.sync.connected.load(Ordering::Relaxed),
+        "resumed_from": state.sync.resumed_from.load(Ordering::Relaxed),
+        "mirrored_users": mirrored_users,
+        "snapshot_users": sync.snapshot_users,
+    })))
+}

@@ -1,0 +1,33 @@
+//! `backend-example` binary.
+
+use std::process::ExitCode;
+
+use backend_example::{Backend, Config};
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = async {
+        let backend = Backend::build(config).await?;
+        backend
+            .run_until_stopped(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("backend-example: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

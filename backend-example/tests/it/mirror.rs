@@ -1,0 +1,213 @@
+//! The mirror, the guarded API and sync health, across outages and restarts.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::{both_backend_dbs, helpers::*};
+
+both_backend_dbs!(
+    new_users_reach_the_mirror_and_me_answers_401_or_200,
+    password_change_denies_the_other_session_at_once,
+    auth_outage_serves_cached_tokens_refuses_unseen_ones_and_catches_up_after,
+    backend_restart_resumes_from_its_stored_cursor,
+    backend_owned_fields_survive_auth_changes,
+);
+
+async fn new_users_reach_the_mirror_and_me_answers_401_or_200(db: Db) {
+    let dir = tempfile::tempdir().expect("dir");
+    let auth = auth_server().await;
+    // One user before the backend exists (reaches it through the snapshot), one after (stream).
+    let (early_token, early_id) = user(&auth, "early@example.com").await;
+    let backend = TestBackend::start(&auth, backend_db(db, &dir).await).await;
+    backend.wait_applied(auth_head(&auth).await).await;
+    assert_eq!(
+        backend.health().await["snapshot_users"],
+        2,
+        "service account and early user"
+    );
+    let (late_token, _) = user(&auth, "late@example.com").await;
+
+    let anonymous = backend.me(None).await;
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous.headers.contains_key("www-authenticate"));
+    assert_eq!(backend.me(Some("garbage")).await.status, 401);
+
+    let me = backend.me(Some(&early_token)).await;
+    assert_eq!(me.status, 200, "{:?}", me.json);
+    assert_eq!(
+        (me.json["id"].as_str(), me.json["email"].as_str()),
+        (Some(early_id.as_str()), Some("early@example.com"))
+    );
+    assert_eq!(me.json["plan_tier"], "free");
+    let started = Instant::now();
+    let me = backend.me(Some(&late_token)).await;
+    assert_eq!(me.status, 200, "{:?}", me.json);
+    assert_eq!(me.json["email"], "late@example.com");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    backend.wait_applied(auth_head(&auth).await).await;
+    let health = backend.health().await;
+    assert_eq!(health["mirrored_users"], 3, "{health}");
+    assert_eq!(health["snapshot_users"], 2, "{health}");
+    assert_eq!(health["lag"], 0);
+    assert!(
+        health["last_event_at_ms"].is_i64(),
+        "the late user came through the stream: {health}"
+    );
+}
+
+async fn password_change_denies_the_other_session_at_once(db: Db) {
+    let dir = tempfile::tempdir().expect("dir");
+    let auth = auth_server().await;
+    let backend = TestBackend::start(&auth, backend_db(db, &dir).await).await;
+    let (token_a, _) = user(&auth, "two@example.com").await;
+    assert_eq!(backend.me(Some(&token_a)).await.status, 200);
+
+    let client = auth_client::AuthClient::connect_lazy(&auth.url()).expect("url");
+    let b = client
+        .login("two@example.com", PASSWORD)
+        .await
+        .expect("second session");
+    client
+        .change_password(&b.access_token, PASSWORD, "a brand new passphrase")
+        .await
+        .expect("change");
+    let changed = Instant::now();
+    loop {
+        let status = backend.me(Some(&token_a)).await.status;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            changed.elapsed() < Duration::from_secs(2),
+            "revoked session still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        backend.me(Some(&b.access_token)).await.status,
+        200,
+        "the changing session stays valid"
+    );
+}
+
+async fn auth_outage_serves_cached_tokens_refuses_unseen_ones_and_catches_up_after(db: Db) {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut auth = auth_server().await;
+    let backend = TestBackend::start(&auth, backend_db(db, &dir).await).await;
+    let (seen, _) = user(&auth, "seen@example.com").await;
+    let (unseen, _) = user(&auth, "unseen@example.com").await;
+    assert_eq!(backend.me(Some(&seen)).await.status, 200);
+
+    auth.stop().await;
+    assert_eq!(
+        backend.me(Some(&seen)).await.status,
+        200,
+        "recently validated token is still served"
+    );
+    let refused = backend.me(Some(&unseen)).await;
+    assert_eq!(
+        refused.status, 503,
+        "a token nobody can decide on fails closed"
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+
+    auth.resume().await;
+    let (after, _) = user(&auth, "after-restart@example.com").await;
+    let me = backend.me(Some(&after)).await;
+    assert_eq!(
+        (me.status, me.json["email"].as_str()),
+        (200, Some("after-restart@example.com"))
+    );
+    assert_eq!(backend.me(Some(&unseen)).await.status, 200);
+}
+
+async fn backend_restart_resumes_from_its_stored_cursor(db: Db) {
+    let dir = tempfile::tempdir().expect("dir");
+    let auth = auth_server().await;
+    let mut backend = TestBackend::start(&auth, backend_db(db, &dir).await).await;
+    user(&auth, "first@example.com").await;
+    let head = auth_head(&auth).await;
+    backend.wait_applied(head).await;
+    let snapshot_users = backend.health().await["snapshot_users"].clone();
+    backend.stop().await;
+
+    for i in 0..3 {
+        user(&auth, &format!("while-down{i}@example.com")).await;
+    }
+    backend.resume().await;
+    let new_head = auth_head(&auth).await;
+    backend.wait_applied(new_head).await;
+    let health = backend.health().await;
+    assert_eq!(
+        health["resumed_from"], head,
+        "did not resume from its cursor: {health}"
+    );
+    assert_eq!(
+        health["snapshot_users"], snapshot_users,
+        "bootstrapped again: {health}"
+    );
+    assert_eq!(health["mirrored_users"], 5, "{health}");
+    assert_eq!(health["last_applied_sequence"], new_head);
+}
+
+async fn backend_owned_fields_survive_auth_changes(db: Db) {
+    let dir = tempfile::tempdir().expect("dir");
+    let auth = auth_server().await;
+    let backend = TestBackend::start(&auth, backend_db(db, &dir).await).await;
+    let (token, _) = user(&auth, "owner@example.com").await;
+    assert_eq!(backend.me(Some(&token)).await.status, 200);
+
+    let patched = backend
+        .request(
+            "PATCH",
+            "/me",
+            Some(&token),
+            Some(json!({"plan_tier": "pro", "preferences": {"theme": "dark"}})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{:?}", patched.json);
+    assert_eq!(
+        (
+            patched.json["plan_tier"].as_str(),
+            &patched.json["preferences"]
+        ),
+        (Some("pro"), &json!({"theme": "dark"}))
+    );
+    for body in [
+        json!({"email": "evil@example.com"}),
+        json!({"roles": ["admin"]}),
+        json!({"nonsense": 1}),
+        json!({"plan_tier": 5}),
+    ] {
+        let refused = backend
+            .request("PATCH", "/me", Some(&token), Some(body.clone()))
+            .await;
+        assert_eq!(refused.status, 400, "{body} -> {:?}", refused.json);
+    }
+    assert_eq!(
+        backend
+            .request("PATCH", "/me", None, Some(json!({"plan_tier": "x"})))
+            .await
+            .status,
+        401
+    );
+
+    // An auth-side change (a new version of the user) is mirrored; backend fields stay.
+    let client = auth_client::AuthClient::connect_lazy(&auth.url()).expect("url");
+    client
+        .change_password(&token, PASSWORD, "another passphrase")
+        .await
+        .expect("change");
+    backend.wait_applied(auth_head(&auth).await).await;
+    let me = backend.me(Some(&token)).await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.json["version"], 2);
+    assert_eq!(
+        (me.json["plan_tier"].as_str(), &me.json["preferences"]),
+        (Some("pro"), &json!({"theme": "dark"}))
+    );
+    assert_eq!(me.json["email"], "owner@example.com");
+}
