@@ -16,11 +16,7 @@ async fn main() -> ExitCode {
         .init();
     let result = async {
         let backend = Backend::build(config).await?;
-        backend
-            .run_until_stopped(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
+        backend.run_until_stopped(shutdown_signal()).await
     }
     .await;
     match result {
@@ -29,5 +25,21 @@ async fn main() -> ExitCode {
             eprintln!("backend-example: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
     }
 }
