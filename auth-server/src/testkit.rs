@@ -34,7 +34,9 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-async fn postgres_url() -> String {
+/// Creates a fresh, uniquely named PostgreSQL database on the `TEST_DATABASE_URL` server and
+/// returns its URL. Panics if PostgreSQL is unreachable: tests that need it must not skip.
+pub async fn create_postgres_database() -> String {
     let admin = admin_url();
     let name = format!("c_{}", uuid::Uuid::new_v4().simple());
     let conn = Database::connect(&admin)
@@ -53,7 +55,7 @@ impl Server {
     pub async fn start(postgres: bool, tweak: impl FnOnce(&mut Settings)) -> Self {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let url = if postgres {
-            Some(postgres_url().await)
+            Some(create_postgres_database().await)
         } else {
             None
         };
@@ -126,28 +128,29 @@ impl Drop for Server {
         if let Some((tx, _)) = self.running.take() {
             let _ = tx.send(());
         }
-        let url = &self.settings.database_url;
-        let Some(name) = url
-            .starts_with("postgres")
-            .then(|| url.rsplit('/').next())
-            .flatten()
-        else {
-            return;
-        };
-        let name = name.to_owned();
-        // Drop may run outside a runtime: use a private one on a plain thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let admin = Database::connect(admin_url()).await.ok()?;
-                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                admin.execute_unprepared(&sql).await.ok();
-                admin.close().await.ok()
-            })
-        })
-        .join();
+        if self.settings.database_url.starts_with("postgres") {
+            drop_postgres_database(&self.settings.database_url);
+        }
     }
+}
+
+/// Drops the database a URL names (`WITH (FORCE)`), from any context: it runs on a private
+/// runtime on a plain thread, since `Drop` may run outside a runtime.
+pub fn drop_postgres_database(url: &str) {
+    let Some(name) = url.rsplit('/').next().map(str::to_owned) else {
+        return;
+    };
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let admin = Database::connect(admin_url()).await.ok()?;
+            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            admin.execute_unprepared(&sql).await.ok();
+            admin.close().await.ok()
+        })
+    })
+    .join();
 }

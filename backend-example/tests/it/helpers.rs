@@ -7,7 +7,6 @@ use axum::body::Body;
 use backend_example::{Backend, Config};
 use http_body_util::BodyExt as _;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -19,27 +18,34 @@ pub enum Db {
     Postgres,
 }
 
-/// A fresh database URL for the backend.
-pub async fn backend_db(kind: Db, dir: &tempfile::TempDir) -> String {
-    match kind {
-        Db::Sqlite => format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("backend.db").display()
-        ),
-        Db::Postgres => {
-            let admin = std::env::var("TEST_DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-            let name = format!("b_{}", uuid::Uuid::new_v4().simple());
-            let conn = Database::connect(&admin)
-                .await
-                .expect("PostgreSQL must be reachable at TEST_DATABASE_URL");
-            conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                .await
-                .expect("create database");
-            conn.close().await.ok();
-            let (prefix, _) = admin.rsplit_once('/').expect("URL with a database");
-            format!("{prefix}/{name}")
+/// The backend's own database for one test; a PostgreSQL one is dropped with it.
+pub struct BackendDb {
+    pub url: String,
+    postgres: bool,
+}
+
+impl Drop for BackendDb {
+    fn drop(&mut self) {
+        if self.postgres {
+            auth_server::testkit::drop_postgres_database(&self.url);
         }
+    }
+}
+
+/// A fresh database for the backend.
+pub async fn backend_db(kind: Db, dir: &tempfile::TempDir) -> BackendDb {
+    match kind {
+        Db::Sqlite => BackendDb {
+            url: format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("backend.db").display()
+            ),
+            postgres: false,
+        },
+        Db::Postgres => BackendDb {
+            url: auth_server::testkit::create_postgres_database().await,
+            postgres: true,
+        },
     }
 }
 

@@ -16,10 +16,11 @@ both_backend_dbs!(
 
 async fn new_users_reach_the_mirror_and_me_answers_401_or_200(db: Db) {
     let dir = tempfile::tempdir().expect("dir");
+    let database = backend_db(db, &dir).await;
     let auth = auth_server().await;
     // One user before the backend exists (reaches it through the snapshot), one after (stream).
     let (early_token, early_id) = user(&auth, "early@example.com").await;
-    let backend = TestBackend::start(&auth, backend_db(db, &dir).await).await;
+    let backend = TestBackend::start(&auth, database.url.clone()).await;
     backend.wait_applied(auth_head(&auth).await).await;
     assert_eq!(
         backend.health().await["snapshot_users"],
@@ -59,8 +60,9 @@ async fn new_users_reach_the_mirror_and_me_answers_401_or_200(db: Db) {
 
 async fn password_change_denies_the_other_session_at_once(db: Db) {
     let dir = tempfile::tempdir().expect("dir");
+    let database = backend_db(db, &dir).await;
     let auth = auth_server().await;
-    let backend = TestBackend::start(&auth, backend_db(db, &dir).await).await;
+    let backend = TestBackend::start(&auth, database.url.clone()).await;
     let (token_a, _) = user(&auth, "two@example.com").await;
     assert_eq!(backend.me(Some(&token_a)).await.status, 200);
 
@@ -95,8 +97,9 @@ async fn password_change_denies_the_other_session_at_once(db: Db) {
 
 async fn auth_outage_serves_cached_tokens_refuses_unseen_ones_and_catches_up_after(db: Db) {
     let dir = tempfile::tempdir().expect("dir");
+    let database = backend_db(db, &dir).await;
     let mut auth = auth_server().await;
-    let backend = TestBackend::start(&auth, backend_db(db, &dir).await).await;
+    let backend = TestBackend::start(&auth, database.url.clone()).await;
     let (seen, _) = user(&auth, "seen@example.com").await;
     let (unseen, _) = user(&auth, "unseen@example.com").await;
     assert_eq!(backend.me(Some(&seen)).await.status, 200);
@@ -126,8 +129,9 @@ async fn auth_outage_serves_cached_tokens_refuses_unseen_ones_and_catches_up_aft
 
 async fn backend_restart_resumes_from_its_stored_cursor(db: Db) {
     let dir = tempfile::tempdir().expect("dir");
+    let database = backend_db(db, &dir).await;
     let auth = auth_server().await;
-    let mut backend = TestBackend::start(&auth, backend_db(db, &dir).await).await;
+    let mut backend = TestBackend::start(&auth, database.url.clone()).await;
     user(&auth, "first@example.com").await;
     let head = auth_head(&auth).await;
     backend.wait_applied(head).await;
@@ -155,8 +159,9 @@ async fn backend_restart_resumes_from_its_stored_cursor(db: Db) {
 
 async fn backend_owned_fields_survive_auth_changes(db: Db) {
     let dir = tempfile::tempdir().expect("dir");
+    let database = backend_db(db, &dir).await;
     let auth = auth_server().await;
-    let backend = TestBackend::start(&auth, backend_db(db, &dir).await).await;
+    let backend = TestBackend::start(&auth, database.url.clone()).await;
     let (token, _) = user(&auth, "owner@example.com").await;
     assert_eq!(backend.me(Some(&token)).await.status, 200);
 
