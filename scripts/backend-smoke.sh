@@ -5,6 +5,8 @@
 # usage: scripts/backend-smoke.sh POSTGRES_URL   (an empty database for auth-server)
 # needs: target/debug/{auth-server,backend-example}, grpcurl, curl, python3
 set -euo pipefail
+# Pipes into grep use `grep -c` (reads all input): `grep -q` exits at the first match and the
+# writer's SIGPIPE would fail the pipeline under pipefail.
 
 AUTH_BIN=${AUTH_SERVER_BIN:-target/debug/auth-server}
 BACKEND_BIN=${BACKEND_BIN:-target/debug/backend-example}
@@ -78,7 +80,7 @@ stop_backend
 ERIN=$(signup erin@example.com)
 start_backend
 [ "$(me "$ERIN")" = 200 ] && grep -q erin@example.com "$WORK/me.json" || fail "user created while backend was down"
-curl -sf "http://$BACKEND_LISTEN/health/sync" | grep -q '"last_applied_sequence"' || fail "health"
+curl -sf "http://$BACKEND_LISTEN/health/sync" | grep -c '"last_applied_sequence"' >/dev/null || fail "health"
 ok "after a backend restart users created meanwhile reach the mirror; /health/sync 200"
 
 echo "$passed passed, 0 failed"

@@ -6,6 +6,8 @@
 # usage: scripts/grpcurl-events.sh POSTGRES_URL    (an empty database)
 # needs: target/debug/auth-server (or AUTH_SERVER_BIN), grpcurl, python3
 set -euo pipefail
+# Pipes into grep use `grep -c` (reads all input): `grep -q` exits at the first match and the
+# writer's SIGPIPE would fail the pipeline under pipefail.
 
 BIN=${AUTH_SERVER_BIN:-target/debug/auth-server}
 URL=${1:?usage: $0 POSTGRES_URL}

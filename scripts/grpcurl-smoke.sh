@@ -7,6 +7,8 @@
 # usage: scripts/grpcurl-smoke.sh [DATABASE_URL]     (default: SQLite in a temp data dir)
 # needs: target/debug/auth-server (or AUTH_SERVER_BIN), grpcurl, python3
 set -euo pipefail
+# Pipes into grep use `grep -c` (reads all input): `grep -q` exits at the first match and the
+# writer's SIGPIPE would fail the pipeline under pipefail.
 
 BIN=${AUTH_SERVER_BIN:-target/debug/auth-server}
 WORK=$(mktemp -d)
@@ -43,10 +45,10 @@ passed=0
 ok() { passed=$((passed + 1)); echo "ok - $*"; }
 
 start
-grpcurl -plaintext "$ADDR" list | grep -q '^auth.v1.AuthService$' || fail "list"
-grpcurl -plaintext "$ADDR" describe auth.v1.AuthService | grep -q 'rpc Login' || fail "describe"
-grpcurl -plaintext "$ADDR" list | grep -q '^grpc.health.v1.Health$' || fail "health listed"
-grpcurl -plaintext "$ADDR" grpc.health.v1.Health/Check | grep -q SERVING || fail "health"
+grpcurl -plaintext "$ADDR" list | grep -c '^auth.v1.AuthService$' >/dev/null || fail "list"
+grpcurl -plaintext "$ADDR" describe auth.v1.AuthService | grep -c 'rpc Login' >/dev/null || fail "describe"
+grpcurl -plaintext "$ADDR" list | grep -c '^grpc.health.v1.Health$' >/dev/null || fail "health listed"
+grpcurl -plaintext "$ADDR" grpc.health.v1.Health/Check | grep -c SERVING >/dev/null || fail "health"
 ok "reflection list/describe and health"
 
 out=$(call Register '{"email":"Ann@Example.com","password":"correct horse battery"}')
@@ -59,7 +61,7 @@ ok "register, ALREADY_EXISTS, INVALID_ARGUMENT"
 login=$(call Login '{"email":"ann@example.com","password":"correct horse battery"}')
 ACCESS=$(field accessToken <<<"$login") || fail "login: $login"
 REFRESH=$(field refreshToken <<<"$login")
-call Validate "{\"token\":\"$ACCESS\"}" | grep -q '"userId"' || fail "validate"
+call Validate "{\"token\":\"$ACCESS\"}" | grep -c '"userId"' >/dev/null || fail "validate"
 wrong=$(call Login '{"email":"ann@example.com","password":"wrong password"}')
 unknown=$(call Login '{"email":"nobody@example.com","password":"wrong password"}')
 expect_code 16 "$wrong" "wrong password"
@@ -72,9 +74,9 @@ second=$(call Login '{"email":"ann@example.com","password":"correct horse batter
 ACCESS2=$(field accessToken <<<"$second")
 expect_code 16 "$(call ChangePassword '{"currentPassword":"correct horse battery","newPassword":"new password 22"}')" "change password without token"
 expect_code 16 "$(call ChangePassword '{"currentPassword":"wrong one","newPassword":"new password 22"}' "$ACCESS2")" "change password wrong current"
-call ChangePassword '{"currentPassword":"correct horse battery","newPassword":"new password 22"}' "$ACCESS2" | grep -q revokedSessions || fail "change password"
+call ChangePassword '{"currentPassword":"correct horse battery","newPassword":"new password 22"}' "$ACCESS2" | grep -c revokedSessions >/dev/null || fail "change password"
 expect_code 16 "$(call Validate "{\"token\":\"$ACCESS\"}")" "other session revoked by password change"
-call Validate "{\"token\":\"$ACCESS2\"}" | grep -q userId || fail "caller's session kept"
+call Validate "{\"token\":\"$ACCESS2\"}" | grep -c userId >/dev/null || fail "caller's session kept"
 expect_code 16 "$(call Login '{"email":"ann@example.com","password":"correct horse battery"}')" "old password"
 ok "change password revokes the other session, keeps the caller's, old password fails"
 
@@ -95,8 +97,8 @@ fourth=$(call Login '{"email":"ann@example.com","password":"new password 22"}')
 ACCESS5=$(field accessToken <<<"$fourth")
 stop
 start
-call Validate "{\"token\":\"$ACCESS5\"}" | grep -q userId || fail "token after restart"
-call Login '{"email":"ann@example.com","password":"new password 22"}' | grep -q accessToken || fail "login after restart"
+call Validate "{\"token\":\"$ACCESS5\"}" | grep -c userId >/dev/null || fail "token after restart"
+call Login '{"email":"ann@example.com","password":"new password 22"}' | grep -c accessToken >/dev/null || fail "login after restart"
 ok "users and tokens survive a restart"
 
 echo "$passed passed, 0 failed"
