@@ -79,6 +79,11 @@ fn validator(c: &mut Criterion) {
         moka::future::Cache::builder().max_capacity(100_000).build();
     let key = [7u8; 32];
     f.rt.block_on(moka.insert(key, Arc::new("principal".into())));
+    // The naive cache a service would write: keyed by the token itself, value cloned out.
+    let by_token: moka::future::Cache<String, auth_client::Principal> =
+        moka::future::Cache::builder().max_capacity(100_000).build();
+    let principal = f.rt.block_on(cached.validate(&f.token)).expect("valid");
+    f.rt.block_on(by_token.insert(f.token.clone(), principal));
 
     let mut group = c.benchmark_group("cached validate");
     group.bench_function("Validator::validate (hit)", |b| {
@@ -92,7 +97,26 @@ fn validator(c: &mut Criterion) {
             })
         })
     });
-    group.bench_function("bare moka get", |b| {
+    group.bench_function(
+        "bare moka get keyed by the token, Principal cloned out",
+        |b| {
+            b.iter_custom(|iters| {
+                f.rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(
+                            by_token
+                                .get(black_box(f.token.as_str()))
+                                .await
+                                .expect("cached"),
+                        );
+                    }
+                    start.elapsed()
+                })
+            })
+        },
+    );
+    group.bench_function("bare moka get (fixed 32-byte key, Arc value)", |b| {
         b.iter_custom(|iters| {
             f.rt.block_on(async {
                 let start = Instant::now();

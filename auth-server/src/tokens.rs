@@ -465,6 +465,28 @@ impl TokenIssuer {
             check_window(now, cached.claims.expires_at, cached.not_before)?;
             return Ok(cached.claims);
         }
+        let (claims, not_before) = self.verify_signed(token, now)?;
+        self.verified.insert(
+            cache_key,
+            Cached {
+                claims: claims.clone(),
+                not_before,
+            },
+            now,
+        );
+        Ok(claims)
+    }
+
+    /// Full verification without the verified-token cache (what a first sight of a token
+    /// costs); returns the claims and the effective not-before.
+    pub fn verify_signed(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(AccessClaims, OffsetDateTime), TokenError> {
+        if token.len() > MAX_TOKEN_BYTES || !token.starts_with(PublicToken::HEADER) {
+            return Err(TokenError::Malformed);
+        }
         let untrusted =
             UntrustedToken::<Public, V4>::try_from(token).map_err(|_| TokenError::Malformed)?;
         let footer: WireFooter = serde_json::from_slice(untrusted.untrusted_footer())
@@ -488,15 +510,7 @@ impl TokenIssuer {
             expires_at,
             token_id: claims.jti,
         };
-        self.verified.insert(
-            cache_key,
-            Cached {
-                claims: claims.clone(),
-                not_before,
-            },
-            now,
-        );
-        Ok(claims)
+        Ok((claims, not_before))
     }
 }
 
