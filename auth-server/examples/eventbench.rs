@@ -211,5 +211,18 @@ async fn main() -> anyhow::Result<()> {
         q(1.0),
         args.events
     );
+    drop(stream);
+    store.close().await;
+    if let Some(name) = url
+        .strip_prefix("postgres")
+        .and_then(|u| u.rsplit('/').next())
+    {
+        let admin = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let conn = Database::connect(&admin).await?;
+        conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await?;
+        conn.close().await?;
+    }
     Ok(())
 }
