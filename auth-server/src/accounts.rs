@@ -242,11 +242,6 @@ impl Accounts {
         &self.inner.revocations
     }
 
-    /// Whether `Register` is open.
-    pub fn is_registration_open(&self) -> bool {
-        self.inner.settings.allow_registration
-    }
-
     /// Creates an account with a password (see [`create_account`]).
     pub async fn create_account(
         &self,

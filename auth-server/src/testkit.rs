@@ -29,7 +29,9 @@ pub struct Server {
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
-fn admin_url() -> String {
+/// The PostgreSQL server tests use: `TEST_DATABASE_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/postgres`.
+pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }

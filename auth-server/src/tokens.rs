@@ -11,7 +11,7 @@ use std::{
     fmt, fs,
     io::Write as _,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use pasetors::{
@@ -526,11 +526,6 @@ fn check_window(
         return Err(TokenError::NotYetValid);
     }
     Ok(())
-}
-
-/// `SystemTime` of an `OffsetDateTime`, for protobuf timestamps.
-pub fn system_time(t: OffsetDateTime) -> SystemTime {
-    SystemTime::from(t)
 }
 
 #[cfg(test)]

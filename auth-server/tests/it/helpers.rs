@@ -12,6 +12,7 @@ use auth_server::{
     Application, Settings,
     config::HashingSettings,
     storage::{Store, UserRecord},
+    testkit,
 };
 use sea_orm::{ConnectionTrait, Database};
 use tempfile::TempDir;
@@ -42,13 +43,8 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     }
 });
 
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 /// A database that lives as long as the test: a SQLite file in a temp dir or a fresh
-/// PostgreSQL database, dropped at the end.
+/// PostgreSQL database (the testkit's), dropped at the end.
 pub struct TestDb {
     pub url: String,
     pg_name: Option<String>,
@@ -62,23 +58,9 @@ impl TestDb {
                 pg_name: None,
             },
             Db::Postgres => {
-                let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(admin_url())
-                    .await
-                    .expect("PostgreSQL for tests must be reachable at TEST_DATABASE_URL");
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                    .await
-                    .expect("create test database");
-                admin.close().await.ok();
-                let base = admin_url();
-                let (prefix, _) = base
-                    .rsplit_once('/')
-                    .expect("TEST_DATABASE_URL has a database path");
-                Self {
-                    url: format!("{prefix}/{name}"),
-                    pg_name: Some(name),
-                }
+                let url = testkit::create_postgres_database().await;
+                let name = url.rsplit('/').next().map(str::to_owned);
+                Self { url, pg_name: name }
             }
         }
     }
@@ -90,31 +72,15 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else {
-            return;
-        };
-        // Drop runs outside any runtime guarantee; use a private one on a plain thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let admin = Database::connect(admin_url()).await.ok()?;
-                admin
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .await
-                    .ok();
-                admin.close().await.ok()
-            })
-        })
-        .join();
+        if self.pg_name.is_some() {
+            testkit::drop_postgres_database(&self.url);
+        }
     }
 }
 
 /// Runs SQL against the test's PostgreSQL server as the admin user.
 pub async fn pg_admin(sql: &str) {
-    let admin = Database::connect(admin_url())
+    let admin = Database::connect(testkit::admin_url())
         .await
         .expect("admin connection");
     admin.execute_unprepared(sql).await.expect("admin sql");
