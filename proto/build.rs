@@ -15,10 +15,20 @@ const SECRET_MESSAGES: &[&str] = &[
     ".auth.v1.RefreshResponse",
     ".auth.v1.ValidateRequest",
     ".auth.v1.ChangePasswordRequest",
+    ".auth.v1.ResetPasswordRequest",
+    ".auth.v1.BeginTotpEnrollmentResponse",
+    ".auth.v1.ConfirmTotpEnrollmentRequest",
+    ".auth.v1.ConfirmTotpEnrollmentResponse",
+    ".auth.v1.CompleteMfaLoginRequest",
+    ".auth.v1.CompleteMfaLoginResponse",
+    ".auth.v1.DisableTotpRequest",
+    ".auth.v1.CreateUserRequest",
+    ".auth.v1.CreateUserResponse",
+    ".auth.v1.IssuePasswordResetResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["auth/v1/auth.proto"];
+    let protos = ["auth/v1/auth.proto", "auth/v1/admin.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -41,6 +41,7 @@ fn fixture() -> Fixture {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
     let mut settings = Settings::for_data_dir(dir.path().join("data"), None);
+    settings.protection.rate_limit = None;
     settings.hashing = HashingSettings {
         memory_kib: 256,
         iterations: 1,

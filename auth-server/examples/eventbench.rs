@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
     // A server instance (the subscriber's side) on the database; it also migrates it.
     let mut settings = Settings::for_data_dir(dir.path().join("data"), Some(url.clone()));
     settings.hashing = CHEAP;
+    settings.protection.rate_limit = None;
     let app = Application::build(settings).await?;
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(std::future::pending()));

@@ -172,6 +172,8 @@ async fn main() -> anyhow::Result<()> {
             settings.hashing = hashing;
             settings.hash_threads = hash_threads;
             settings.hash_queue = args.concurrency * 2;
+            // One load generator on 127.0.0.1 would hit the per-address limit at once.
+            settings.protection.rate_limit = None;
             let app = Application::build(settings).await?;
             let addr = app.local_addr();
             tokio::spawn(app.run_until_stopped(std::future::pending()));

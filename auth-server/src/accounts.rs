@@ -1,21 +1,28 @@
-//! The account domain: register, login, refresh, logout, validate, change password, and account
-//! creation for the CLI. Composes storage, hashing, tokens and the revocation set; knows nothing
+//! The account domain: register, login (with lockout and the TOTP second step), refresh,
+//! logout, validate, change password, password reset, MFA enrollment, and account creation for
+//! the CLI and admins. Composes storage, hashing, tokens and the revocation set; knows nothing
 //! of gRPC.
+//!
+//! Every state change writes its user events and its audit record in the same transaction.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use base64::Engine as _;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
+use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::{
     error::AuthError,
+    mail::Mailer,
+    mfa::{self, MfaCipher, TotpSecret},
     passwords::{self, HashPool, Password, PolicyError},
     revocation::Revocations,
+    secrets::{self, OpaqueToken},
     storage::{
-        self, EventKind, Store, UserRecord,
+        self, EventKind, Store, UserRecord, WriteTx,
+        audit::{AuditKind, AuditRecord, Outcome},
+        resets::ResetPurpose,
         sessions::{ClientInfo, RevokeReason},
+        throttle::LockoutPolicy,
         users::NewUser,
     },
     tokens::{AccessClaims, IssuedToken, TokenError, TokenIssuer},
@@ -26,45 +33,8 @@ pub const ROLE_ADMIN: &str = "admin";
 /// Built-in role: may subscribe to `UserEvents`.
 pub const ROLE_EVENTS_SUBSCRIBER: &str = "events.subscriber";
 
-/// Refresh tokens are 256 random bits, base64url without padding: 43 characters.
-const REFRESH_TOKEN_CHARS: usize = 43;
-
-/// An opaque refresh token: prints as `[redacted]`.
-pub struct RefreshToken(String);
-
-impl RefreshToken {
-    fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-    }
-
-    /// The token, to hand to the client.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Hex SHA-256, the only form stored.
-    fn hash(&self) -> String {
-        hash_refresh_token(&self.0)
-    }
-}
-
-impl fmt::Debug for RefreshToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RefreshToken([redacted])")
-    }
-}
-
-fn hash_refresh_token(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        use fmt::Write as _;
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
-}
+/// A refresh token.
+pub type RefreshToken = OpaqueToken;
 
 /// A new or refreshed session with its tokens.
 #[derive(Debug)]
@@ -81,6 +51,31 @@ pub struct SessionTokens {
     pub user: UserRecord,
 }
 
+/// What a correct email and password lead to.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// A new session.
+    Session(SessionTokens),
+    /// TOTP is enabled: the second step needs this token and a code.
+    MfaRequired {
+        /// Single-use token for `complete_mfa_login`.
+        token: OpaqueToken,
+        /// Its expiry.
+        expires_at: OffsetDateTime,
+        /// The user.
+        user: UserRecord,
+    },
+}
+
+/// A reset or invite token handed out once.
+#[derive(Debug)]
+pub struct IssuedReset {
+    /// The token.
+    pub token: OpaqueToken,
+    /// Its expiry.
+    pub expires_at: OffsetDateTime,
+}
+
 /// Settings the domain needs.
 #[derive(Debug, Clone)]
 pub struct AccountSettings {
@@ -90,6 +85,16 @@ pub struct AccountSettings {
     pub refresh_ttl: Duration,
     /// Minimum password length.
     pub min_password_length: usize,
+    /// Failed-login lockout.
+    pub lockout: LockoutPolicy,
+    /// Reset token lifetime.
+    pub reset_token_ttl: Duration,
+    /// Invite token lifetime.
+    pub invite_ttl: Duration,
+    /// Lifetime of the MFA login token.
+    pub mfa_challenge_ttl: Duration,
+    /// Issuer shown by authenticator apps.
+    pub totp_issuer: String,
 }
 
 /// The account domain service.
@@ -105,6 +110,8 @@ struct Inner {
     tokens: Arc<TokenIssuer>,
     revocations: Revocations,
     settings: AccountSettings,
+    mfa: MfaCipher,
+    mailer: Option<Mailer>,
 }
 
 impl From<PolicyError> for AuthError {
@@ -129,7 +136,7 @@ pub fn check_role(role: &str) -> Result<(), AuthError> {
     }
 }
 
-fn millis(t: OffsetDateTime) -> i64 {
+pub(crate) fn millis(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
@@ -150,8 +157,55 @@ pub struct NewAccount<'a> {
     pub roles: Vec<String>,
 }
 
+/// Who creates an account, for the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Creator<'a> {
+    pub kind: AuditKind,
+    pub actor_id: Option<&'a str>,
+    pub client: &'a ClientInfo,
+}
+
+/// Everything an account creation needs, password optional (an invite has none).
+#[derive(Debug)]
+pub(crate) struct AccountSpec<'a> {
+    pub email: &'a str,
+    pub password: Option<Password>,
+    pub display_name: &'a str,
+    pub roles: Vec<String>,
+    pub email_verified: bool,
+}
+
+/// Validates a display name.
+pub(crate) fn check_display_name(name: &str) -> Result<String, AuthError> {
+    let name = name.trim();
+    if name.len() > 256 {
+        return Err(AuthError::InvalidArgument(
+            "display name is longer than 256 bytes".into(),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(AuthError::InvalidArgument(
+            "display name must not contain control characters".into(),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Validates, sorts and deduplicates role names.
+pub(crate) fn check_roles(mut roles: Vec<String>) -> Result<Vec<String>, AuthError> {
+    for role in &roles {
+        check_role(role)?;
+    }
+    roles.sort();
+    roles.dedup();
+    if roles.len() > 64 {
+        return Err(AuthError::InvalidArgument("at most 64 roles".into()));
+    }
+    Ok(roles)
+}
+
 /// Creates an account with a password and writes `UserCreated` in the same transaction.
-/// Used by `Register`, the CLI's `create-user`/`create-admin`, and later AdminService.
+/// Used by the CLI's `create-user`/`create-admin` (audited as an admin action without actor).
 #[tracing::instrument(skip_all)]
 pub async fn create_account(
     store: &Store,
@@ -159,20 +213,41 @@ pub async fn create_account(
     min_password_length: usize,
     new: NewAccount<'_>,
 ) -> Result<UserRecord, AuthError> {
-    let email = passwords::normalize_email(new.email)?;
-    passwords::check_new_password(new.password.expose(), &email, min_password_length)?;
-    let display_name = new.display_name.trim();
-    if display_name.len() > 256 {
-        return Err(AuthError::InvalidArgument(
-            "display name is longer than 256 bytes".into(),
-        ));
+    let client = ClientInfo {
+        addr: None,
+        user_agent: Some("auth-server cli".into()),
+    };
+    let spec = AccountSpec {
+        email: new.email,
+        password: Some(new.password),
+        display_name: new.display_name,
+        roles: new.roles,
+        email_verified: false,
+    };
+    let creator = Creator {
+        kind: AuditKind::AdminUserCreated,
+        actor_id: None,
+        client: &client,
+    };
+    let (user, tx) = create_account_in(store, hasher, min_password_length, spec).await?;
+    finish_creation(tx, &user, creator).await?;
+    Ok(user)
+}
+
+/// Validates and inserts the account and its `UserCreated` event in an open transaction, for
+/// the caller to add to (an invite token) and finish with [`finish_creation`].
+pub(crate) async fn create_account_in(
+    store: &Store,
+    hasher: &HashPool,
+    min_password_length: usize,
+    spec: AccountSpec<'_>,
+) -> Result<(UserRecord, WriteTx), AuthError> {
+    let email = passwords::normalize_email(spec.email)?;
+    if let Some(password) = &spec.password {
+        passwords::check_new_password(password.expose(), &email, min_password_length)?;
     }
-    let mut roles = new.roles;
-    for role in &roles {
-        check_role(role)?;
-    }
-    roles.sort();
-    roles.dedup();
+    let display_name = check_display_name(spec.display_name)?;
+    let roles = check_roles(spec.roles)?;
     // Save a hash in the common case; the unique index still decides under a race.
     if storage::users::find_user_by_email(store.conn(), &email)
         .await?
@@ -180,15 +255,19 @@ pub async fn create_account(
     {
         return Err(AuthError::EmailTaken);
     }
-    let hash = hasher.hash(new.password).await?;
+    let hash = match spec.password {
+        Some(password) => Some(hasher.hash(password).await?),
+        None => None,
+    };
     let tx = store.begin_write().await?;
     let user = storage::users::create_user(
         &*tx,
         NewUser {
             email,
-            display_name: display_name.to_owned(),
+            display_name,
             roles,
-            password_hash: Some(hash),
+            password_hash: hash,
+            email_verified: spec.email_verified,
         },
     )
     .await
@@ -197,9 +276,47 @@ pub async fn create_account(
         other => other.into(),
     })?;
     storage::events::append_event(&tx, EventKind::UserCreated, &user, None).await?;
+    Ok((user, tx))
+}
+
+/// Audits a creation and commits it.
+pub(crate) async fn finish_creation(
+    tx: WriteTx,
+    user: &UserRecord,
+    creator: Creator<'_>,
+) -> Result<(), AuthError> {
+    let mut record = AuditRecord::new(creator.kind, creator.client)
+        .subject(&user.id)
+        .detail(json!({ "email": user.email, "roles": user.roles }));
+    if let Some(actor) = creator.actor_id {
+        record = record.actor(actor);
+    }
+    storage::audit::append_audit(&*tx, record).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "user created");
-    Ok(user)
+    Ok(())
+}
+
+/// Revokes every live session of a user in `tx` (except `keep`) and writes one
+/// `SessionRevoked` per session, carrying `user`. Returns the revoked ids for the in-memory set.
+pub(crate) async fn revoke_all_in(
+    tx: &WriteTx,
+    user: &UserRecord,
+    keep: Option<&str>,
+    reason: RevokeReason,
+) -> Result<Vec<String>, AuthError> {
+    let now = storage::now_millis();
+    let revoked =
+        storage::sessions::revoke_user_sessions(&**tx, &user.id, keep, reason, now).await?;
+    for session_id in &revoked {
+        storage::events::append_event(tx, EventKind::SessionRevoked, user, Some(session_id))
+            .await?;
+    }
+    Ok(revoked)
+}
+
+fn unix_secs_now() -> u64 {
+    u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
 }
 
 impl Accounts {
@@ -210,6 +327,8 @@ impl Accounts {
         tokens: Arc<TokenIssuer>,
         revocations: Revocations,
         settings: AccountSettings,
+        mfa: MfaCipher,
+        mailer: Option<Mailer>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -218,6 +337,8 @@ impl Accounts {
                 tokens,
                 revocations,
                 settings,
+                mfa,
+                mailer,
             }),
         }
     }
@@ -225,6 +346,16 @@ impl Accounts {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The password hash pool.
+    pub fn hasher(&self) -> &HashPool {
+        &self.inner.hasher
+    }
+
+    /// The domain settings.
+    pub fn settings(&self) -> &AccountSettings {
+        &self.inner.settings
     }
 
     /// The newest committed event sequence.
@@ -242,28 +373,37 @@ impl Accounts {
         &self.inner.revocations
     }
 
-    /// Creates an account with a password (see [`create_account`]).
-    pub async fn create_account(
+    /// Creates an account (password optional), with its event and audit record.
+    pub(crate) async fn create_account(
         &self,
-        email: &str,
-        password: Password,
-        display_name: &str,
-        roles: Vec<String>,
-    ) -> Result<UserRecord, AuthError> {
+        spec: AccountSpec<'_>,
+        creator: Creator<'_>,
+        invite: bool,
+    ) -> Result<(UserRecord, Option<IssuedReset>), AuthError> {
         let inner = &self.inner;
-        let new = NewAccount {
-            email,
-            password,
-            display_name,
-            roles,
-        };
-        create_account(
+        let (user, tx) = create_account_in(
             &inner.store,
             &inner.hasher,
             inner.settings.min_password_length,
-            new,
+            spec,
         )
-        .await
+        .await?;
+        let issued = if invite {
+            Some(
+                self.issue_reset_in(
+                    &tx,
+                    &user,
+                    ResetPurpose::Invite,
+                    creator.actor_id,
+                    creator.client,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        finish_creation(tx, &user, creator).await?;
+        Ok((user, issued))
     }
 
     /// Self-registration.
@@ -272,54 +412,268 @@ impl Accounts {
         email: &str,
         password: Password,
         display_name: &str,
+        client: &ClientInfo,
     ) -> Result<UserRecord, AuthError> {
         if !self.inner.settings.allow_registration {
             return Err(AuthError::RegistrationDisabled);
         }
-        self.create_account(email, password, display_name, Vec::new())
-            .await
+        let spec = AccountSpec {
+            email,
+            password: Some(password),
+            display_name,
+            roles: Vec::new(),
+            email_verified: false,
+        };
+        let creator = Creator {
+            kind: AuditKind::UserRegistered,
+            actor_id: None,
+            client,
+        };
+        let (user, _) = self.create_account(spec, creator, false).await?;
+        Ok(user)
     }
 
     /// Email + password login. Unknown email, wrong password and disabled account all answer
-    /// `InvalidCredentials` after exactly one argon2 verification.
+    /// `InvalidCredentials` after exactly one argon2 verification, and count toward the email's
+    /// lockout. A locked email answers the same without hashing at all.
     #[tracing::instrument(skip_all)]
     pub async fn login(
         &self,
         email: &str,
         password: Password,
         client: &ClientInfo,
-    ) -> Result<SessionTokens, AuthError> {
+    ) -> Result<LoginOutcome, AuthError> {
         let email = passwords::normalize_email(email)?;
         passwords::check_password_size(password.expose())?;
         let conn = self.inner.store.conn();
         let user = storage::users::find_user_by_email(conn, &email).await?;
-        let lookup_id = user.as_ref().map_or(NO_USER_ID, |u| u.id.as_str());
+        let subject = user.as_ref().map(|u| u.id.as_str());
+        if self.is_locked(&email, subject, client).await? {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let lookup_id = subject.unwrap_or(NO_USER_ID);
         let hash = storage::users::find_password_hash(conn, lookup_id).await?;
         let matched = self.inner.hasher.verify(password, hash).await?;
         let user = match user {
             Some(user) if matched && !user.disabled => user,
-            _ => {
+            user => {
+                let subject = user.as_ref().map(|u| u.id.as_str());
+                self.record_failure(&email, subject, AuditKind::LoginFailed, client)
+                    .await?;
                 tracing::info!("login failed");
                 return Err(AuthError::InvalidCredentials);
             }
         };
-        let tokens = self.start_session(user, client).await?;
+        if storage::mfa::find_totp(conn, &user.id)
+            .await?
+            .is_some_and(|t| t.confirmed)
+        {
+            return self.start_mfa_challenge(user, &email, client).await;
+        }
+        let tx = self.inner.store.begin_write().await?;
+        let tokens = self
+            .start_session(tx, user, &email, client, json!({ "mfa": false }))
+            .await?;
         tracing::info!(user_id = %tokens.user.id, session_id = %tokens.session_id, jti = %tokens.access.token_id, "login ok");
-        Ok(tokens)
+        Ok(LoginOutcome::Session(tokens))
     }
 
-    async fn start_session(
+    /// Whether `email` is locked now; a locked attempt is audited (no hash is spent).
+    async fn is_locked(
+        &self,
+        email: &str,
+        subject: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<bool, AuthError> {
+        let now = storage::now_millis();
+        let state = storage::throttle::find_throttle(self.inner.store.conn(), email).await?;
+        let Some(state) = state.filter(|s| s.is_locked(now)) else {
+            return Ok(false);
+        };
+        let mut record = AuditRecord::new(AuditKind::LoginLocked, client)
+            .outcome(Outcome::Denied)
+            .detail(json!({ "email": email, "locked_until": state.locked_until }));
+        if let Some(subject) = subject {
+            record = record.subject(subject);
+        }
+        storage::audit::append_audit(self.inner.store.conn(), record).await?;
+        tracing::info!("login refused: email locked");
+        Ok(true)
+    }
+
+    /// Counts a failed password or code toward the email's lockout and audits it, in one
+    /// small transaction of its own.
+    async fn record_failure(
+        &self,
+        email: &str,
+        subject: Option<&str>,
+        kind: AuditKind,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let now = storage::now_millis();
+        let tx = self.inner.store.begin_write().await?;
+        let locked =
+            storage::throttle::record_failure(&*tx, email, now, &self.inner.settings.lockout)
+                .await?;
+        let mut record = AuditRecord::new(kind, client)
+            .outcome(Outcome::Failure)
+            .detail(json!({ "email": email, "locked_until": locked }));
+        if let Some(subject) = subject {
+            record = record.subject(subject);
+        }
+        storage::audit::append_audit(&*tx, record).await?;
+        tx.commit().await?;
+        if let Some(until) = locked {
+            tracing::warn!(locked_until = until, "email locked after repeated failures");
+        }
+        Ok(())
+    }
+
+    async fn start_mfa_challenge(
         &self,
         user: UserRecord,
+        email: &str,
         client: &ClientInfo,
+    ) -> Result<LoginOutcome, AuthError> {
+        let now = OffsetDateTime::now_utc();
+        let expires_at = now + self.inner.settings.mfa_challenge_ttl;
+        let token = OpaqueToken::generate();
+        storage::mfa::create_challenge(
+            self.inner.store.conn(),
+            token.hash(),
+            &user.id,
+            email,
+            millis(now),
+            millis(expires_at),
+            client,
+        )
+        .await?;
+        tracing::info!(user_id = %user.id, "password ok; second factor required");
+        Ok(LoginOutcome::MfaRequired {
+            token,
+            expires_at,
+            user,
+        })
+    }
+
+    /// Creates a session in `tx`, clears the email's failures, audits the login, commits, and
+    /// signs the tokens.
+    async fn start_session(
+        &self,
+        tx: WriteTx,
+        user: UserRecord,
+        email: &str,
+        client: &ClientInfo,
+        detail: serde_json::Value,
     ) -> Result<SessionTokens, AuthError> {
         let now = OffsetDateTime::now_utc();
         let expires_at = millis(now + self.inner.settings.refresh_ttl);
-        let tx = self.inner.store.begin_write().await?;
         let session_id =
             storage::sessions::create_session(&*tx, &user.id, millis(now), expires_at, client)
                 .await?;
+        storage::throttle::delete_throttle(&*tx, email).await?;
+        let record = AuditRecord::new(AuditKind::LoginSucceeded, client)
+            .actor(&user.id)
+            .subject(&user.id)
+            .session(&session_id)
+            .detail(detail);
+        storage::audit::append_audit(&*tx, record).await?;
         self.issue_pair(tx, user, session_id, now).await
+    }
+
+    /// Second step of an MFA login: the `mfa_token` from Login plus a current TOTP code or an
+    /// unused recovery code. Wrong codes count toward the email's lockout.
+    #[tracing::instrument(skip_all)]
+    pub async fn complete_mfa_login(
+        &self,
+        mfa_token: &str,
+        code: &str,
+        recovery_code: &str,
+        client: &ClientInfo,
+    ) -> Result<SessionTokens, AuthError> {
+        let (code, recovery_code) = (code.trim(), recovery_code.trim());
+        if code.is_empty() == recovery_code.is_empty() {
+            return Err(AuthError::InvalidArgument(
+                "give exactly one of code and recovery_code".into(),
+            ));
+        }
+        if code.len() > 32 || recovery_code.len() > 64 {
+            return Err(AuthError::MfaCodeInvalid);
+        }
+        let token = secrets::well_formed(mfa_token).ok_or(AuthError::MfaTokenInvalid)?;
+        let token_hash = secrets::sha256_hex(token);
+        let conn = self.inner.store.conn();
+        let now = storage::now_millis();
+        let challenge = storage::mfa::find_challenge(conn, &token_hash)
+            .await?
+            .filter(|c| c.used_at.is_none() && c.expires_at > now)
+            .ok_or(AuthError::MfaTokenInvalid)?;
+        if self
+            .is_locked(&challenge.email, Some(&challenge.user_id), client)
+            .await?
+        {
+            return Err(AuthError::MfaCodeInvalid);
+        }
+        let user = storage::users::find_user(conn, &challenge.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(AuthError::MfaTokenInvalid)?;
+        let totp = storage::mfa::find_totp(conn, &user.id)
+            .await?
+            .filter(|t| t.confirmed)
+            .ok_or(AuthError::MfaTokenInvalid)?;
+        let tx = self.inner.store.begin_write().await?;
+        let method = if code.is_empty() {
+            "recovery_code"
+        } else {
+            "totp"
+        };
+        let accepted = if code.is_empty() {
+            match mfa::normalize_recovery_code(recovery_code) {
+                Some(canonical) => {
+                    storage::mfa::spend_recovery_code(
+                        &*tx,
+                        &user.id,
+                        &secrets::sha256_hex(&canonical),
+                        now,
+                    )
+                    .await?
+                }
+                None => false,
+            }
+        } else {
+            let secret = self.inner.mfa.decrypt(&user.id, &totp.secret_enc)?;
+            match secret.check(code, unix_secs_now()) {
+                Some(step) => storage::mfa::spend_totp_step(&*tx, &user.id, step).await?,
+                None => false,
+            }
+        };
+        if !accepted {
+            drop(tx);
+            self.record_failure(
+                &challenge.email,
+                Some(&user.id),
+                AuditKind::MfaFailed,
+                client,
+            )
+            .await?;
+            tracing::info!(user_id = %user.id, method, "second factor refused");
+            return Err(AuthError::MfaCodeInvalid);
+        }
+        if !storage::mfa::spend_challenge(&*tx, &token_hash, now).await? {
+            return Err(AuthError::MfaTokenInvalid);
+        }
+        if method == "recovery_code" {
+            let record = AuditRecord::new(AuditKind::MfaRecoveryCodeUsed, client)
+                .actor(&user.id)
+                .subject(&user.id);
+            storage::audit::append_audit(&*tx, record).await?;
+        }
+        let tokens = self
+            .start_session(tx, user, &challenge.email, client, json!({ "mfa": method }))
+            .await?;
+        tracing::info!(user_id = %tokens.user.id, session_id = %tokens.session_id, jti = %tokens.access.token_id, method, "login ok (mfa)");
+        Ok(tokens)
     }
 
     /// Records a new refresh token for the session in `tx`, commits, and signs the access token.
@@ -356,16 +710,15 @@ impl Accounts {
 
     /// Rotates a refresh token. A spent token revokes its whole session.
     #[tracing::instrument(skip_all)]
-    pub async fn refresh(&self, presented: &str) -> Result<SessionTokens, AuthError> {
-        let presented = presented.trim();
-        let well_formed = presented.len() == REFRESH_TOKEN_CHARS
-            && presented
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !well_formed {
+    pub async fn refresh(
+        &self,
+        presented: &str,
+        client: &ClientInfo,
+    ) -> Result<SessionTokens, AuthError> {
+        let Some(presented) = secrets::well_formed(presented) else {
             return Err(AuthError::RefreshRejected("malformed"));
-        }
-        let token_hash = hash_refresh_token(presented);
+        };
+        let token_hash = secrets::sha256_hex(presented);
         let now = OffsetDateTime::now_utc();
         let now_ms = millis(now);
         let tx = self.inner.store.begin_write().await?;
@@ -382,11 +735,16 @@ impl Accounts {
             || !storage::sessions::spend_refresh_token(&*tx, &token_hash, now_ms).await?
         {
             // Spent before (or by a concurrent caller a moment ago): treat as theft.
+            let audit = AuditRecord::new(AuditKind::RefreshReuseDetected, client)
+                .outcome(Outcome::Denied)
+                .subject(&session.user_id)
+                .session(&session.id);
             self.revoke_in(
                 tx,
                 &session.user_id,
                 &session.id,
                 RevokeReason::RefreshReuse,
+                audit,
             )
             .await?;
             tracing::warn!(user_id = %session.user_id, session_id = %session.id, "refresh token reuse; session revoked");
@@ -406,14 +764,15 @@ impl Accounts {
         Ok(tokens)
     }
 
-    /// Revokes a session inside `tx`, writes `SessionRevoked`, commits, and updates the
-    /// in-memory set.
+    /// Revokes a session inside `tx`, writes `SessionRevoked` and the audit record, commits,
+    /// and updates the in-memory set.
     async fn revoke_in(
         &self,
         tx: storage::WriteTx,
         user_id: &str,
         session_id: &str,
         reason: RevokeReason,
+        audit: AuditRecord<'_>,
     ) -> Result<(), AuthError> {
         let now = storage::now_millis();
         let revoked = storage::sessions::revoke_session(&*tx, session_id, reason, now).await?;
@@ -425,6 +784,7 @@ impl Accounts {
             storage::events::append_event(&tx, EventKind::SessionRevoked, &user, Some(session_id))
                 .await?;
         }
+        storage::audit::append_audit(&*tx, audit).await?;
         tx.commit().await?;
         self.inner.revocations.revoke(session_id);
         Ok(())
@@ -441,29 +801,35 @@ impl Accounts {
 
     /// Revokes the session of a validated token.
     #[tracing::instrument(skip_all, fields(user_id = %claims.user_id, session_id = %claims.session_id))]
-    pub async fn logout(&self, claims: &AccessClaims) -> Result<(), AuthError> {
+    pub async fn logout(
+        &self,
+        claims: &AccessClaims,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
         let tx = self.inner.store.begin_write().await?;
+        let audit = AuditRecord::new(AuditKind::Logout, client)
+            .actor(&claims.user_id)
+            .subject(&claims.user_id)
+            .session(&claims.session_id);
         self.revoke_in(
             tx,
             &claims.user_id,
             &claims.session_id,
             RevokeReason::Logout,
+            audit,
         )
         .await?;
         tracing::info!(jti = %claims.token_id, "logged out");
         Ok(())
     }
 
-    /// Changes the password of the token's user after checking the current one; revokes every
-    /// other session. The change, `PasswordChanged` and one `SessionRevoked` per revoked session
-    /// commit together. Returns how many sessions were revoked.
-    #[tracing::instrument(skip_all, fields(user_id = %claims.user_id))]
-    pub async fn change_password(
+    /// The live user of a token and a check of its current password (no lockout counting:
+    /// the caller already holds a session).
+    async fn check_current_password(
         &self,
         claims: &AccessClaims,
         current: Password,
-        new: Password,
-    ) -> Result<usize, AuthError> {
+    ) -> Result<(UserRecord, passwords::PasswordHash), AuthError> {
         if current.expose().is_empty() {
             return Err(AuthError::InvalidCredentials);
         }
@@ -473,24 +839,44 @@ impl Accounts {
             .await?
             .filter(|u| !u.disabled)
             .ok_or(AuthError::InvalidCredentials)?;
-        passwords::check_new_password(
-            new.expose(),
-            &user.email,
-            self.inner.settings.min_password_length,
-        )?;
-        let old_hash = storage::users::find_password_hash(conn, &user.id).await?;
-        let Some(old_hash) = old_hash else {
+        let hash = storage::users::find_password_hash(conn, &user.id).await?;
+        let Some(hash) = hash else {
             return Err(AuthError::InvalidCredentials);
         };
         if !self
             .inner
             .hasher
-            .verify(current, Some(old_hash.clone()))
+            .verify(current, Some(hash.clone()))
             .await?
         {
-            tracing::info!("password change refused: wrong current password");
+            tracing::info!("wrong current password");
             return Err(AuthError::InvalidCredentials);
         }
+        Ok((user, hash))
+    }
+
+    /// Changes the password of the token's user after checking the current one; revokes every
+    /// other session. The change, `PasswordChanged`, one `SessionRevoked` per revoked session
+    /// and the audit record commit together. Returns how many sessions were revoked.
+    #[tracing::instrument(skip_all, fields(user_id = %claims.user_id))]
+    pub async fn change_password(
+        &self,
+        claims: &AccessClaims,
+        current: Password,
+        new: Password,
+        client: &ClientInfo,
+    ) -> Result<usize, AuthError> {
+        // Check the new password's rules before spending a hash on the current one.
+        let user = storage::users::find_user(self.inner.store.conn(), &claims.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(AuthError::InvalidCredentials)?;
+        passwords::check_new_password(
+            new.expose(),
+            &user.email,
+            self.inner.settings.min_password_length,
+        )?;
+        let (user, old_hash) = self.check_current_password(claims, current).await?;
         let new_hash = self.inner.hasher.hash(new).await?;
         let tx = self.inner.store.begin_write().await?;
         let Some(updated) =
@@ -499,30 +885,289 @@ impl Accounts {
             // Changed concurrently: the current password is no longer the one we checked.
             return Err(AuthError::InvalidCredentials);
         };
-        let now = storage::now_millis();
-        let revoked = storage::sessions::revoke_user_sessions(
-            &*tx,
-            &user.id,
+        storage::events::append_event(&tx, EventKind::PasswordChanged, &updated, None).await?;
+        let revoked = revoke_all_in(
+            &tx,
+            &updated,
             Some(&claims.session_id),
             RevokeReason::PasswordChanged,
-            now,
         )
         .await?;
-        storage::events::append_event(&tx, EventKind::PasswordChanged, &updated, None).await?;
-        for session_id in &revoked {
-            storage::events::append_event(
-                &tx,
-                EventKind::SessionRevoked,
-                &updated,
-                Some(session_id),
-            )
-            .await?;
-        }
+        let record = AuditRecord::new(AuditKind::PasswordChanged, client)
+            .actor(&user.id)
+            .subject(&user.id)
+            .session(&claims.session_id)
+            .detail(json!({ "revoked_sessions": revoked.len() }));
+        storage::audit::append_audit(&*tx, record).await?;
         tx.commit().await?;
         let count = revoked.len();
         self.inner.revocations.revoke_all(revoked);
         tracing::info!(revoked_sessions = count, "password changed");
         Ok(count)
+    }
+
+    /// Stores a new reset (or invite) token for `user` in `tx` and audits its issue.
+    pub(crate) async fn issue_reset_in(
+        &self,
+        tx: &WriteTx,
+        user: &UserRecord,
+        purpose: ResetPurpose,
+        issued_by: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<IssuedReset, AuthError> {
+        let now = OffsetDateTime::now_utc();
+        let ttl = match purpose {
+            ResetPurpose::Reset => self.inner.settings.reset_token_ttl,
+            ResetPurpose::Invite => self.inner.settings.invite_ttl,
+        };
+        let expires_at = now + ttl;
+        let token = OpaqueToken::generate();
+        storage::resets::create_reset(
+            &**tx,
+            token.hash(),
+            &user.id,
+            purpose,
+            issued_by,
+            millis(now),
+            millis(expires_at),
+        )
+        .await?;
+        let kind = match issued_by {
+            Some(_) => AuditKind::AdminPasswordResetIssued,
+            None => AuditKind::PasswordResetIssued,
+        };
+        let mut record = AuditRecord::new(kind, client)
+            .subject(&user.id)
+            .detail(json!({ "purpose": format!("{purpose:?}").to_lowercase(), "expires_at": millis(expires_at) }));
+        if let Some(actor) = issued_by {
+            record = record.actor(actor);
+        }
+        storage::audit::append_audit(&**tx, record).await?;
+        Ok(IssuedReset { token, expires_at })
+    }
+
+    /// Self-service reset: always answers at once; if the email belongs to an enabled account, a
+    /// token is created and mailed in the background (so timing tells nothing either).
+    #[tracing::instrument(skip_all)]
+    pub async fn request_password_reset(
+        &self,
+        email: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let Some(mailer) = self.inner.mailer.clone() else {
+            return Err(AuthError::FailedPrecondition {
+                reason: "RESET_DISABLED",
+                message: "self-service password reset is disabled: no SMTP server is configured (AUTH_SMTP_URL); ask an admin for a reset token",
+            });
+        };
+        let email = passwords::normalize_email(email)?;
+        let this = self.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(error) = this.mail_reset(&mailer, &email, &client).await {
+                tracing::error!(error.message = %error, error.cause_chain = ?error, "password reset mail failed");
+            }
+        });
+        Ok(())
+    }
+
+    async fn mail_reset(
+        &self,
+        mailer: &Mailer,
+        email: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let user = storage::users::find_user_by_email(self.inner.store.conn(), email).await?;
+        let Some(user) = user.filter(|u| !u.disabled) else {
+            tracing::info!("password reset asked for an unknown or disabled email; nothing sent");
+            return Ok(());
+        };
+        let tx = self.inner.store.begin_write().await?;
+        let issued = self
+            .issue_reset_in(&tx, &user, ResetPurpose::Reset, None, client)
+            .await?;
+        tx.commit().await?;
+        if let Err(error) = mailer
+            .send_reset(
+                &user.email,
+                issued.token.expose(),
+                self.inner.settings.reset_token_ttl,
+            )
+            .await
+        {
+            tracing::error!(user_id = %user.id, error.message = %error, "could not send the reset mail");
+            return Ok(());
+        }
+        tracing::info!(user_id = %user.id, "password reset mail sent");
+        Ok(())
+    }
+
+    /// Sets a new password with a reset or invite token: the token is spent (exactly once, also
+    /// under concurrent use), every session revoked, older tokens voided, the lockout cleared,
+    /// `PasswordChanged` and the audit record written, all in one transaction.
+    #[tracing::instrument(skip_all)]
+    pub async fn reset_password(
+        &self,
+        reset_token: &str,
+        new_password: Password,
+        client: &ClientInfo,
+    ) -> Result<usize, AuthError> {
+        let token = secrets::well_formed(reset_token).ok_or(AuthError::ResetTokenInvalid)?;
+        let token_hash = secrets::sha256_hex(token);
+        let conn = self.inner.store.conn();
+        let now = storage::now_millis();
+        let pending = storage::resets::find_reset(conn, &token_hash)
+            .await?
+            .filter(|r| r.used_at.is_none() && r.expires_at > now)
+            .ok_or(AuthError::ResetTokenInvalid)?;
+        let user = storage::users::find_user(conn, &pending.user_id)
+            .await?
+            .ok_or(AuthError::ResetTokenInvalid)?;
+        // A weak password must not burn the token.
+        passwords::check_new_password(
+            new_password.expose(),
+            &user.email,
+            self.inner.settings.min_password_length,
+        )?;
+        let hash = self.inner.hasher.hash(new_password).await?;
+        let tx = self.inner.store.begin_write().await?;
+        if storage::resets::spend_reset(&*tx, &token_hash, storage::now_millis())
+            .await?
+            .is_none()
+        {
+            return Err(AuthError::ResetTokenInvalid);
+        }
+        let updated = storage::users::set_password(&*tx, &user.id, hash)
+            .await?
+            .ok_or(AuthError::ResetTokenInvalid)?;
+        storage::resets::spend_user_resets(&*tx, &user.id, now).await?;
+        storage::throttle::delete_throttle(&*tx, &user.email).await?;
+        storage::events::append_event(&tx, EventKind::PasswordChanged, &updated, None).await?;
+        let revoked = revoke_all_in(&tx, &updated, None, RevokeReason::PasswordReset).await?;
+        let record = AuditRecord::new(AuditKind::PasswordResetUsed, client)
+            .actor(&user.id)
+            .subject(&user.id)
+            .detail(json!({ "revoked_sessions": revoked.len() }));
+        storage::audit::append_audit(&*tx, record).await?;
+        tx.commit().await?;
+        let count = revoked.len();
+        self.inner.revocations.revoke_all(revoked);
+        tracing::info!(user_id = %user.id, revoked_sessions = count, "password reset");
+        Ok(count)
+    }
+
+    /// Starts (or restarts) a TOTP enrollment for the token's user: base32 secret and
+    /// `otpauth://` URI. Already enabled is `FAILED_PRECONDITION`.
+    #[tracing::instrument(skip_all, fields(user_id = %claims.user_id))]
+    pub async fn begin_totp_enrollment(
+        &self,
+        claims: &AccessClaims,
+    ) -> Result<(String, String), AuthError> {
+        let user = storage::users::find_user(self.inner.store.conn(), &claims.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(AuthError::Token(TokenError::SessionRevoked))?;
+        let secret = TotpSecret::generate();
+        let stored = self.inner.mfa.encrypt(&user.id, &secret)?;
+        let tx = self.inner.store.begin_write().await?;
+        if !storage::mfa::create_pending_totp(&*tx, &user.id, stored, storage::now_millis()).await?
+        {
+            return Err(mfa_already_enabled());
+        }
+        tx.commit().await?;
+        let provisioning = secret.provisioning(&self.inner.settings.totp_issuer, &user.email)?;
+        tracing::info!("totp enrollment started");
+        Ok(provisioning)
+    }
+
+    /// Confirms the pending enrollment with a current code; returns the recovery codes.
+    #[tracing::instrument(skip_all, fields(user_id = %claims.user_id))]
+    pub async fn confirm_totp_enrollment(
+        &self,
+        claims: &AccessClaims,
+        code: &str,
+        client: &ClientInfo,
+    ) -> Result<Vec<String>, AuthError> {
+        if code.len() > 32 {
+            return Err(AuthError::MfaCodeInvalid);
+        }
+        let conn = self.inner.store.conn();
+        let totp = storage::mfa::find_totp(conn, &claims.user_id).await?;
+        let totp = match totp {
+            Some(t) if t.confirmed => return Err(mfa_already_enabled()),
+            Some(t) => t,
+            None => {
+                return Err(AuthError::FailedPrecondition {
+                    reason: "MFA_NOT_ENROLLING",
+                    message: "no TOTP enrollment is pending; call BeginTotpEnrollment first",
+                });
+            }
+        };
+        let secret = self.inner.mfa.decrypt(&claims.user_id, &totp.secret_enc)?;
+        let Some(step) = secret.check(code, unix_secs_now()) else {
+            let record = AuditRecord::new(AuditKind::MfaFailed, client)
+                .outcome(Outcome::Failure)
+                .actor(&claims.user_id)
+                .subject(&claims.user_id)
+                .detail(json!({ "stage": "enrollment" }));
+            storage::audit::append_audit(conn, record).await?;
+            return Err(AuthError::MfaCodeInvalid);
+        };
+        let codes: Vec<String> = (0..mfa::RECOVERY_CODES)
+            .map(|_| mfa::generate_recovery_code())
+            .collect();
+        let hashes = codes
+            .iter()
+            .filter_map(|c| mfa::normalize_recovery_code(c))
+            .map(|c| secrets::sha256_hex(&c))
+            .collect();
+        let now = storage::now_millis();
+        let tx = self.inner.store.begin_write().await?;
+        if !storage::mfa::confirm_totp(&*tx, &claims.user_id, step, now).await? {
+            return Err(mfa_already_enabled());
+        }
+        storage::mfa::replace_recovery_codes(&*tx, &claims.user_id, hashes, now).await?;
+        let record = AuditRecord::new(AuditKind::MfaEnrolled, client)
+            .actor(&claims.user_id)
+            .subject(&claims.user_id)
+            .session(&claims.session_id);
+        storage::audit::append_audit(&*tx, record).await?;
+        tx.commit().await?;
+        tracing::info!("totp enabled");
+        Ok(codes)
+    }
+
+    /// Turns TOTP off after checking the current password.
+    #[tracing::instrument(skip_all, fields(user_id = %claims.user_id))]
+    pub async fn disable_totp(
+        &self,
+        claims: &AccessClaims,
+        current: Password,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let (user, _) = self.check_current_password(claims, current).await?;
+        let tx = self.inner.store.begin_write().await?;
+        if !storage::mfa::delete_totp(&*tx, &user.id).await? {
+            return Err(AuthError::FailedPrecondition {
+                reason: "MFA_NOT_ENABLED",
+                message: "TOTP is not enabled",
+            });
+        }
+        let record = AuditRecord::new(AuditKind::MfaDisabled, client)
+            .actor(&user.id)
+            .subject(&user.id)
+            .session(&claims.session_id);
+        storage::audit::append_audit(&*tx, record).await?;
+        tx.commit().await?;
+        tracing::info!("totp disabled");
+        Ok(())
+    }
+}
+
+fn mfa_already_enabled() -> AuthError {
+    AuthError::FailedPrecondition {
+        reason: "MFA_ALREADY_ENABLED",
+        message: "TOTP is already enabled; disable it first to enroll a new device",
     }
 }
 
@@ -538,13 +1183,5 @@ mod tests {
         for bad in ["", "Admin", "1abc", "a b", &"a".repeat(65)] {
             assert!(check_role(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn refresh_tokens_are_43_chars_and_print_redacted() {
-        let token = RefreshToken::generate();
-        assert_eq!(token.expose().len(), REFRESH_TOKEN_CHARS);
-        assert!(!format!("{token:?}").contains(token.expose()));
-        assert_eq!(token.hash().len(), 64);
     }
 }

@@ -3,9 +3,16 @@
 //! Every flag has an environment twin; `Settings` is the validated result that the rest of
 //! the server reads. Tests build `Settings` in code and never touch the process environment.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::{mail::MailSettings, storage::throttle::LockoutPolicy};
 
 /// `auth-server`: the identity service.
 #[derive(Debug, Parser)]
@@ -170,6 +177,161 @@ pub struct ServeArgs {
     /// Password hashing parameters.
     #[command(flatten)]
     pub hashing: HashingArgs,
+    /// Lockout, rate limits, audit retention, password reset and mail.
+    #[command(flatten)]
+    pub protection: ProtectionArgs,
+}
+
+/// Account protection settings of `serve`.
+#[derive(Clone, Args)]
+pub struct ProtectionArgs {
+    /// Failed logins per email within the window that lock it (0 disables lockout).
+    #[arg(long, env = "AUTH_LOCKOUT_MAX_FAILURES", default_value_t = 5)]
+    pub lockout_max_failures: u32,
+    /// Window in seconds in which failed logins are counted.
+    #[arg(long, env = "AUTH_LOCKOUT_WINDOW_SECS", default_value_t = 900)]
+    pub lockout_window_secs: u64,
+    /// First lock duration in seconds; each further lock doubles it.
+    #[arg(long, env = "AUTH_LOCKOUT_BASE_SECS", default_value_t = 60)]
+    pub lockout_base_secs: u64,
+    /// Longest lock in seconds.
+    #[arg(long, env = "AUTH_LOCKOUT_MAX_SECS", default_value_t = 3600)]
+    pub lockout_max_secs: u64,
+    /// Requests per minute per client address to Login, Register, Refresh, the password reset
+    /// and MFA calls (token bucket; 0 disables).
+    #[arg(long, env = "AUTH_RATE_LIMIT_PER_MINUTE", default_value_t = 60)]
+    pub rate_limit_per_minute: u32,
+    /// Burst size of the per-address token bucket.
+    #[arg(long, env = "AUTH_RATE_LIMIT_BURST", default_value_t = 20)]
+    pub rate_limit_burst: u32,
+    /// Proxy addresses whose `x-forwarded-for` is believed (comma-separated); off by default,
+    /// so the client address is the TCP peer.
+    #[arg(
+        long = "trusted-proxy",
+        env = "AUTH_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Days audit records are kept.
+    #[arg(long, env = "AUTH_AUDIT_RETENTION_DAYS", default_value_t = 90)]
+    pub audit_retention_days: u32,
+    /// Lifetime of password reset tokens in seconds.
+    #[arg(long, env = "AUTH_RESET_TOKEN_TTL_SECS", default_value_t = 1800)]
+    pub reset_token_ttl_secs: u64,
+    /// Lifetime of invite tokens (CreateUser without a password) in seconds.
+    #[arg(long, env = "AUTH_INVITE_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub invite_ttl_secs: u64,
+    /// SMTP server for self-service password reset mails, for example
+    /// `smtp://relay:25` or `smtps://user:pass@mail.example.com`; unset disables
+    /// RequestPasswordReset.
+    #[arg(long, env = "AUTH_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of reset mails.
+    #[arg(
+        long,
+        env = "AUTH_SMTP_FROM",
+        default_value = "auth-server <auth-server@localhost>"
+    )]
+    pub smtp_from: String,
+    /// Link in reset mails, `{token}` replaced by the token; empty puts the bare token in the mail.
+    #[arg(long, env = "AUTH_RESET_LINK_TEMPLATE", default_value = "")]
+    pub reset_link_template: String,
+}
+
+impl fmt::Debug for ProtectionArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProtectionArgs")
+            .field("lockout_max_failures", &self.lockout_max_failures)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-address rate limit.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitSettings {
+    /// Sustained requests per minute.
+    pub per_minute: u32,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+/// Validated protection settings.
+#[derive(Debug, Clone)]
+pub struct ProtectionSettings {
+    /// Lockout rules.
+    pub lockout: LockoutPolicy,
+    /// Rate limit, if on.
+    pub rate_limit: Option<RateLimitSettings>,
+    /// Proxies whose `x-forwarded-for` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Audit retention.
+    pub audit_retention: Duration,
+    /// Reset token lifetime.
+    pub reset_token_ttl: Duration,
+    /// Invite token lifetime.
+    pub invite_ttl: Duration,
+    /// SMTP, if configured.
+    pub mail: Option<MailSettings>,
+}
+
+impl ProtectionArgs {
+    /// Validates the arguments.
+    pub fn settings(&self) -> Result<ProtectionSettings, ConfigError> {
+        if self.lockout_window_secs == 0 || self.lockout_base_secs == 0 {
+            return Err(ConfigError(
+                "lockout window and base duration must be at least 1 s".into(),
+            ));
+        }
+        if self.lockout_max_secs < self.lockout_base_secs {
+            return Err(ConfigError(
+                "lockout max duration must not be shorter than the base duration".into(),
+            ));
+        }
+        if self.rate_limit_per_minute > 0 && self.rate_limit_burst == 0 {
+            return Err(ConfigError("rate limit burst must be at least 1".into()));
+        }
+        if self.audit_retention_days == 0 {
+            return Err(ConfigError("audit retention must be at least 1 day".into()));
+        }
+        if !(60..=24 * 3600).contains(&self.reset_token_ttl_secs) {
+            return Err(ConfigError("reset token TTL must be 60 s to 24 h".into()));
+        }
+        if !(60..=30 * 24 * 3600).contains(&self.invite_ttl_secs) {
+            return Err(ConfigError("invite TTL must be 60 s to 30 days".into()));
+        }
+        let mail = match self.smtp_url.as_deref().map(str::trim) {
+            Some(url) if !url.is_empty() => {
+                let settings = MailSettings {
+                    smtp_url: url.to_owned(),
+                    from: self.smtp_from.clone(),
+                    reset_link_template: self.reset_link_template.clone(),
+                };
+                // Refuse a broken URL or sender at start, not at the first reset.
+                crate::mail::Mailer::new(&settings).map_err(|e| ConfigError(e.to_string()))?;
+                Some(settings)
+            }
+            _ => None,
+        };
+        Ok(ProtectionSettings {
+            lockout: LockoutPolicy {
+                max_failures: self.lockout_max_failures,
+                window: Duration::from_secs(self.lockout_window_secs),
+                base_lock: Duration::from_secs(self.lockout_base_secs),
+                max_lock: Duration::from_secs(self.lockout_max_secs),
+            },
+            rate_limit: (self.rate_limit_per_minute > 0).then_some(RateLimitSettings {
+                per_minute: self.rate_limit_per_minute,
+                burst: self.rate_limit_burst,
+            }),
+            trusted_proxies: self.trusted_proxies.clone(),
+            audit_retention: Duration::from_secs(u64::from(self.audit_retention_days) * 86_400),
+            reset_token_ttl: Duration::from_secs(self.reset_token_ttl_secs),
+            invite_ttl: Duration::from_secs(self.invite_ttl_secs),
+            mail,
+        })
+    }
 }
 
 /// Validated server settings. `Debug` hides the database password.
@@ -205,6 +367,8 @@ pub struct Settings {
     pub event_poll_interval: Duration,
     /// Events the in-memory feed holds for streams that are behind.
     pub event_feed_capacity: usize,
+    /// Lockout, rate limits, audit, reset and mail.
+    pub protection: ProtectionSettings,
 }
 
 /// A database URL with its password (if any) replaced by `[redacted]`, for logs and `Debug`.
@@ -246,6 +410,7 @@ impl fmt::Debug for Settings {
             .field("hash_threads", &self.hash_threads)
             .field("hash_queue", &self.hash_queue)
             .field("hashing", &self.hashing)
+            .field("protection", &self.protection)
             .finish_non_exhaustive()
     }
 }
@@ -336,6 +501,7 @@ impl ServeArgs {
             health_interval: Duration::from_secs(2),
             event_poll_interval: Duration::from_millis(self.event_poll_ms.max(10)),
             event_feed_capacity: crate::events::FEED_CAPACITY,
+            protection: self.protection.settings()?,
         })
     }
 }
@@ -365,6 +531,21 @@ impl Settings {
                 argon2_iterations: 2,
                 argon2_parallelism: 1,
                 min_password_length: 8,
+            },
+            protection: ProtectionArgs {
+                lockout_max_failures: 5,
+                lockout_window_secs: 900,
+                lockout_base_secs: 60,
+                lockout_max_secs: 3600,
+                rate_limit_per_minute: 60,
+                rate_limit_burst: 20,
+                trusted_proxies: Vec::new(),
+                audit_retention_days: 90,
+                reset_token_ttl_secs: 1800,
+                invite_ttl_secs: 7 * 24 * 3600,
+                smtp_url: None,
+                smtp_from: "auth-server <auth-server@localhost>".into(),
+                reset_link_template: String::new(),
             },
         };
         #[allow(clippy::expect_used)]

@@ -54,6 +54,44 @@ pub enum AuthError {
     /// The password hashing queue is full.
     #[error("password hashing queue is full")]
     Overloaded,
+    /// Too many requests from this client address.
+    #[error("rate limited; retry after {retry_after:?}")]
+    RateLimited {
+        /// How long until a request would be admitted.
+        retry_after: std::time::Duration,
+    },
+    /// The named object does not exist (or was deleted).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// `expected_version` no longer matches.
+    #[error("user changed concurrently (version {current})")]
+    VersionConflict {
+        /// The user's version now.
+        current: i64,
+    },
+    /// The change would leave no enabled admin.
+    #[error("the last enabled admin cannot be disabled, deleted or lose role admin")]
+    LastAdmin,
+    /// The call cannot run in the current state; `reason` is machine-readable.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// ErrorInfo reason.
+        reason: &'static str,
+        /// Message for the caller.
+        message: &'static str,
+    },
+    /// A password reset or invite token is unknown, used or expired.
+    #[error("reset token invalid")]
+    ResetTokenInvalid,
+    /// An MFA login token is unknown, used or expired.
+    #[error("mfa token invalid")]
+    MfaTokenInvalid,
+    /// A TOTP or recovery code was wrong, replayed, or the email is locked.
+    #[error("mfa code invalid")]
+    MfaCodeInvalid,
+    /// The MFA key or a stored secret failed.
+    #[error("mfa: {0}")]
+    Mfa(#[from] crate::mfa::MfaError),
     /// Storage failed.
     #[error("storage error")]
     Storage(#[from] StorageError),
@@ -121,6 +159,57 @@ impl From<AuthError> for Status {
                 "too many password operations in flight, retry shortly",
                 ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(200))),
             ),
+            AuthError::RateLimited { retry_after } => {
+                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+                details.set_error_info("RATE_LIMITED", ERROR_DOMAIN, HashMap::new());
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    format!(
+                        "too many requests from this address; retry in {} ms",
+                        retry_after.as_millis().max(1)
+                    ),
+                    details,
+                )
+            }
+            AuthError::NotFound(what) => {
+                with_reason(Code::NotFound, &format!("{what} not found"), "NOT_FOUND")
+            }
+            AuthError::VersionConflict { current } => Status::with_error_details(
+                Code::Aborted,
+                format!("the user changed meanwhile (version is now {current}); re-read and retry"),
+                ErrorDetails::with_error_info(
+                    "VERSION_MISMATCH",
+                    ERROR_DOMAIN,
+                    HashMap::from([("current_version".to_owned(), current.to_string())]),
+                ),
+            ),
+            AuthError::LastAdmin => with_reason(
+                Code::FailedPrecondition,
+                "the last enabled admin cannot be disabled, deleted or lose role admin",
+                "LAST_ADMIN",
+            ),
+            AuthError::FailedPrecondition { reason, message } => {
+                with_reason(Code::FailedPrecondition, message, reason)
+            }
+            AuthError::ResetTokenInvalid => with_reason(
+                Code::Unauthenticated,
+                "reset token is invalid, used or expired",
+                "RESET_TOKEN_INVALID",
+            ),
+            AuthError::MfaTokenInvalid => with_reason(
+                Code::Unauthenticated,
+                "mfa token is invalid, used or expired; log in again",
+                "MFA_TOKEN_INVALID",
+            ),
+            AuthError::MfaCodeInvalid => with_reason(
+                Code::Unauthenticated,
+                "invalid verification code",
+                "MFA_CODE_INVALID",
+            ),
+            AuthError::Mfa(source) => {
+                tracing::error!(error.message = %source, error.cause_chain = ?source, "mfa error");
+                Status::internal("internal error")
+            }
             AuthError::CursorBeyondHead { head } => Status::with_error_details(
                 Code::OutOfRange,
                 format!("after_sequence is beyond the newest event ({head})"),

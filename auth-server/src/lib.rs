@@ -6,7 +6,13 @@
 //! | [`startup`] | `Application`: build from settings, bind, serve until shutdown |
 //! | [`telemetry`] | the tracing subscriber |
 //! | [`error`] | `AuthError` and its one mapping to `tonic::Status` |
-//! | [`accounts`] | the domain: register, login, refresh, logout, validate, change password |
+//! | [`accounts`] | the domain: register, login (lockout, MFA step), refresh, logout, validate, passwords and resets, TOTP enrollment |
+//! | [`admin`] | the admin domain: account management, sessions, unlocks, audit trail |
+//! | [`protection`] | per-address rate limiting and client address resolution |
+//! | [`mfa`] | TOTP secrets (encrypted at rest), code checks, recovery codes |
+//! | [`mail`] | reset mails over SMTP |
+//! | [`secrets`] | opaque bearer secrets (refresh, reset, MFA tokens) and their hashes |
+//! | [`keyfile`] | secret files in the data dir |
 //! | [`passwords`] | argon2id on a bounded pool; email and password rules |
 //! | [`tokens`] | PASETO v4.public access tokens and the signing key set |
 //! | [`revocation`] | the in-memory revoked-session set behind `Validate` |
@@ -17,13 +23,19 @@
 //! | [`cli`] | `migrate`, `create-user`, `create-admin` |
 
 pub mod accounts;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod keyfile;
 pub mod limits;
+pub mod mail;
+pub mod mfa;
 pub mod passwords;
+pub mod protection;
 pub mod revocation;
+pub mod secrets;
 pub mod service;
 pub mod startup;
 pub mod storage;

@@ -176,6 +176,8 @@ struct PoolInner {
     jobs: SyncSender<Job>,
     threads: usize,
     in_flight: AtomicUsize,
+    /// argon2 computations finished (hashes and verifications).
+    computed: std::sync::atomic::AtomicU64,
     /// Hash of a random password with the configured parameters, verified for unknown users so
     /// they cost exactly what a known user costs.
     dummy: PasswordHash,
@@ -243,6 +245,7 @@ impl HashPool {
                 jobs,
                 threads,
                 in_flight: AtomicUsize::new(0),
+                computed: std::sync::atomic::AtomicU64::new(0),
                 dummy,
             }),
         })
@@ -251,6 +254,11 @@ impl HashPool {
     /// Number of hashing threads.
     pub fn threads(&self) -> usize {
         self.inner.threads
+    }
+
+    /// argon2 computations (hashes and verifications) this pool has finished.
+    pub fn computed(&self) -> u64 {
+        self.inner.computed.load(Ordering::Relaxed)
     }
 
     /// Jobs admitted and not finished (running + waiting).
@@ -269,6 +277,7 @@ impl HashPool {
         let boxed: Job = Box::new(move |argon2, memory| {
             let _entered = span.enter();
             let result = job(argon2, memory);
+            inner.computed.fetch_add(1, Ordering::Relaxed);
             inner.in_flight.fetch_sub(1, Ordering::Relaxed);
             let _ = reply.send(result);
         });

@@ -3,7 +3,9 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use auth_proto::pb::auth_service_server::AuthServiceServer;
+use auth_proto::pb::{
+    admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer,
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
@@ -14,9 +16,12 @@ use crate::{
     config::Settings,
     events::{EventHub, FeedSettings},
     limits::MessageLimitLayer,
+    mail::{MailError, Mailer},
+    mfa::{MfaCipher, MfaError},
     passwords::{HashError, HashPool},
+    protection::{ClientAddrResolver, RateLimiter},
     revocation::Revocations,
-    service::AuthApi,
+    service::{AdminApi, AuthApi, RequestGuard},
     storage::{self, StorageError, Store},
     tokens::{KeyError, KeySet, TokenIssuer},
 };
@@ -25,7 +30,10 @@ use crate::{
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// The names the health service reports on.
-const HEALTH_SERVICES: [&str; 2] = ["", "auth.v1.AuthService"];
+const HEALTH_SERVICES: [&str; 3] = ["", "auth.v1.AuthService", "auth.v1.AdminService"];
+
+/// How long the second step of an MFA login may take.
+const MFA_CHALLENGE_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +59,12 @@ pub enum StartupError {
     /// The hash pool could not be built.
     #[error("password hashing: {0}")]
     Hashing(#[from] HashError),
+    /// The MFA key could not be loaded.
+    #[error("{0}")]
+    Mfa(#[from] MfaError),
+    /// The SMTP settings are unusable.
+    #[error("{0}")]
+    Mail(#[from] MailError),
     /// The listener could not be bound.
     #[error("listen on {addr}: {source}")]
     Bind {
@@ -75,6 +89,7 @@ pub struct Application {
     accounts: Accounts,
     store: Store,
     settings: Settings,
+    hash_pool: HashPool,
 }
 
 /// Creates the data dir with mode 0700.
@@ -118,6 +133,12 @@ impl Application {
             settings.hash_threads,
             settings.hash_queue,
         )?;
+        let hash_pool = hasher.clone();
+        let mfa = MfaCipher::load_or_generate(&settings.data_dir)?;
+        let mailer = match &settings.protection.mail {
+            Some(mail) => Some(Mailer::new(mail)?),
+            None => None,
+        };
         let revocations = Revocations::new();
         let horizon = settings.access_token_ttl + Duration::from_secs(60);
         let since = storage::now_millis() - i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
@@ -132,7 +153,14 @@ impl Application {
                 allow_registration: settings.allow_registration,
                 refresh_ttl: settings.refresh_token_ttl,
                 min_password_length: settings.hashing.min_password_length,
+                lockout: settings.protection.lockout,
+                reset_token_ttl: settings.protection.reset_token_ttl,
+                invite_ttl: settings.protection.invite_ttl,
+                mfa_challenge_ttl: MFA_CHALLENGE_TTL,
+                totp_issuer: settings.issuer.clone(),
             },
+            mfa,
+            mailer,
         );
         let listener =
             TcpListener::bind(settings.listen)
@@ -151,7 +179,13 @@ impl Application {
             accounts,
             store,
             settings,
+            hash_pool,
         })
+    }
+
+    /// The password hash pool (its counter shows how many argon2 computations ran).
+    pub fn hash_pool(&self) -> HashPool {
+        self.hash_pool.clone()
     }
 
     /// The bound port.
@@ -175,6 +209,7 @@ impl Application {
             accounts,
             store,
             settings,
+            hash_pool: _,
         } = self;
         // The feed reads the event head first; every revocation up to it is in the sessions
         // table, loaded next, and every later one reaches the set through the feed.
@@ -200,6 +235,15 @@ impl Application {
         let health_task = spawn_health_checker(store.clone(), reporter, settings.health_interval);
         let prune_task =
             spawn_revocation_pruner(accounts.revocations().clone(), settings.access_token_ttl);
+        let guard = RequestGuard::new(
+            ClientAddrResolver::new(settings.protection.trusted_proxies.clone()),
+            RateLimiter::new(settings.protection.rate_limit),
+        );
+        let housekeeping_task = spawn_housekeeping(
+            store.clone(),
+            guard.limiter().clone(),
+            settings.protection.audit_retention,
+        );
 
         // google.rpc error details too, so grpcurl decodes the ErrorInfo reasons.
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -212,7 +256,9 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let auth = AuthServiceServer::new(AuthApi::new(accounts, hub.clone()))
+        let admin = AdminServiceServer::new(AdminApi::new(accounts.clone(), guard.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let auth = AuthServiceServer::new(AuthApi::new(accounts, hub.clone(), guard))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
 
         tracing::info!(%local_addr, registration = settings.allow_registration, "auth-server listening");
@@ -225,6 +271,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(auth)
+            .add_service(admin)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 shutdown.await;
                 // End the event streams so the graceful drain does not wait on them forever.
@@ -234,6 +281,7 @@ impl Application {
         feed_tasks.abort();
         health_task.abort();
         prune_task.abort();
+        housekeeping_task.abort();
         store.close().await;
         tracing::info!("auth-server stopped");
         Ok(result?)
@@ -283,6 +331,46 @@ fn spawn_revocation_pruner(revocations: Revocations, access_ttl: Duration) -> Jo
         loop {
             ticker.tick().await;
             revocations.prune(max_age);
+        }
+    })
+}
+
+/// Hourly: drops audit records past retention, expired reset tokens and MFA challenges, stale
+/// lockout rows, and idle rate-limit buckets.
+fn spawn_housekeeping(
+    store: Store,
+    limiter: RateLimiter,
+    audit_retention: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            limiter.prune();
+            let now = storage::now_millis();
+            let retention = i64::try_from(audit_retention.as_millis()).unwrap_or(i64::MAX);
+            let day = 24 * 3600 * 1000;
+            let conn = store.conn();
+            let result = async {
+                let audit =
+                    storage::audit::delete_audit_before(conn, now.saturating_sub(retention))
+                        .await?;
+                let resets = storage::resets::delete_expired_resets(conn, now - day).await?;
+                let challenges = storage::mfa::delete_expired_challenges(conn, now - day).await?;
+                let throttles =
+                    storage::throttle::delete_stale_throttles(conn, now - day, now).await?;
+                Ok::<_, StorageError>((audit, resets, challenges, throttles))
+            }
+            .await;
+            match result {
+                Ok((audit, resets, challenges, throttles)) => {
+                    tracing::info!(audit, resets, challenges, throttles, "housekeeping done")
+                }
+                Err(error) => {
+                    tracing::warn!(error.message = %error, error.cause_chain = ?error, "housekeeping failed; retrying next hour")
+                }
+            }
         }
     })
 }

@@ -9,7 +9,6 @@
 use std::{
     collections::HashMap,
     fmt, fs,
-    io::Write as _,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -211,16 +210,12 @@ impl KeySet {
                 .fmt(&mut paserk)
                 .map_err(|_| KeyError::Generate)?;
             let path = dir.join(FIRST_KEY_FILE);
-            let staging = dir.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
-            write_private_file(&staging, paserk.as_bytes())?;
-            let published = fs::hard_link(&staging, &path);
-            let _ = fs::remove_file(&staging);
-            match published {
-                Ok(()) => {
+            match crate::keyfile::publish_once(&path, paserk.as_bytes()) {
+                Ok(true) => {
                     tracing::info!(kid = %key.kid, path = %path.display(), "generated a new signing key");
                     return Self::new(vec![key]);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => files.push(path),
+                Ok(false) => files.push(path),
                 Err(source) => return Err(KeyError::Io { path, source }),
             }
         }
@@ -251,31 +246,10 @@ impl KeySet {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| KeyError::Io {
-            path: dir.to_owned(),
-            source,
-        })
-}
-
-fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let err = |source| KeyError::Io {
-        path: path.to_owned(),
+    crate::keyfile::create_private_dir(dir).map_err(|source| KeyError::Io {
+        path: dir.to_owned(),
         source,
-    };
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    file.sync_all().map_err(err)
+    })
 }
 
 /// What a verified access token says.

@@ -6,11 +6,11 @@ use auth_proto::pb::{self, auth_service_server::AuthService};
 use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
-use super::{bearer_token, client_info, event_pb, timestamp, user_pb};
+use super::{RequestGuard, bearer_token, event_pb, timestamp, user_pb};
 
 /// Login and Refresh answer the same fields in separate messages (so each can grow).
 macro_rules! session_response {
-    ($message:path, $tokens:expr) => {{
+    ($message:path, $tokens:expr $(, $field:ident: $value:expr)*) => {{
         let s = $tokens;
         $message {
             access_token: s.access.token,
@@ -19,11 +19,12 @@ macro_rules! session_response {
             refresh_token_expires_at: Some(timestamp(s.refresh_expires_at)),
             session_id: s.session_id,
             user: Some(user_pb(&s.user)),
+            $($field: $value,)*
         }
     }};
 }
 use crate::{
-    accounts::{Accounts, ROLE_ADMIN, ROLE_EVENTS_SUBSCRIBER},
+    accounts::{Accounts, LoginOutcome, ROLE_ADMIN, ROLE_EVENTS_SUBSCRIBER},
     error::AuthError,
     events::{self, EventHub, SnapshotItem},
     passwords::Password,
@@ -35,12 +36,21 @@ use crate::{
 pub struct AuthApi {
     accounts: Accounts,
     events: EventHub,
+    guard: RequestGuard,
 }
 
 impl AuthApi {
     /// Wraps the domain service and the event feed.
-    pub fn new(accounts: Accounts, events: EventHub) -> Self {
-        Self { accounts, events }
+    pub fn new(accounts: Accounts, events: EventHub, guard: RequestGuard) -> Self {
+        Self {
+            accounts,
+            events,
+            guard,
+        }
+    }
+
+    fn bearer<T>(&self, request: &Request<T>) -> Result<AccessClaims, AuthError> {
+        self.accounts.validate(bearer_token(request.metadata())?)
     }
 
     /// The bearer must hold `admin` or `events.subscriber`.
@@ -71,10 +81,16 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let client = self.guard.admit(&request)?;
         let req = request.into_inner();
         let user = self
             .accounts
-            .register(&req.email, Password::new(req.password), &req.display_name)
+            .register(
+                &req.email,
+                Password::new(req.password),
+                &req.display_name,
+                &client,
+            )
             .await?;
         Ok(Response::new(pb::RegisterResponse {
             user: Some(user_pb(&user)),
@@ -86,13 +102,33 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        let client = client_info(&request);
+        let client = self.guard.admit(&request)?;
         let req = request.into_inner();
-        let s = self
+        let outcome = self
             .accounts
             .login(&req.email, Password::new(req.password), &client)
             .await?;
-        Ok(Response::new(session_response!(pb::LoginResponse, s)))
+        let response = match outcome {
+            LoginOutcome::Session(s) => session_response!(
+                pb::LoginResponse,
+                s,
+                mfa_required: false,
+                mfa_token: String::new(),
+                mfa_token_expires_at: None
+            ),
+            LoginOutcome::MfaRequired {
+                token,
+                expires_at,
+                user,
+            } => pb::LoginResponse {
+                mfa_required: true,
+                mfa_token: token.expose().to_owned(),
+                mfa_token_expires_at: Some(timestamp(expires_at)),
+                user: Some(user_pb(&user)),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(name = "rpc.refresh", skip_all)]
@@ -100,9 +136,10 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshResponse>, Status> {
+        let client = self.guard.admit(&request)?;
         let s = self
             .accounts
-            .refresh(&request.get_ref().refresh_token)
+            .refresh(&request.get_ref().refresh_token, &client)
             .await?;
         Ok(Response::new(session_response!(pb::RefreshResponse, s)))
     }
@@ -112,8 +149,9 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
-        self.accounts.logout(&claims).await?;
+        let claims = self.bearer(&request)?;
+        let client = self.guard.client(&request);
+        self.accounts.logout(&claims, &client).await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
@@ -136,7 +174,8 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
+        let claims = self.bearer(&request)?;
+        let client = self.guard.admit(&request)?;
         let req = request.into_inner();
         let revoked = self
             .accounts
@@ -144,6 +183,7 @@ impl AuthService for AuthApi {
                 &claims,
                 Password::new(req.current_password),
                 Password::new(req.new_password),
+                &client,
             )
             .await?;
         Ok(Response::new(pb::ChangePasswordResponse {
@@ -220,5 +260,94 @@ impl AuthService for AuthApi {
             Ok(pb::UserSnapshotResponse { item: Some(item) })
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[tracing::instrument(name = "rpc.request_password_reset", skip_all)]
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        let client = self.guard.admit(&request)?;
+        self.accounts
+            .request_password_reset(&request.get_ref().email, &client)
+            .await?;
+        Ok(Response::new(pb::RequestPasswordResetResponse {}))
+    }
+
+    #[tracing::instrument(name = "rpc.reset_password", skip_all)]
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        let client = self.guard.admit(&request)?;
+        let req = request.into_inner();
+        let revoked = self
+            .accounts
+            .reset_password(&req.reset_token, Password::new(req.new_password), &client)
+            .await?;
+        Ok(Response::new(pb::ResetPasswordResponse {
+            revoked_sessions: u32::try_from(revoked).unwrap_or(u32::MAX),
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.begin_totp_enrollment", skip_all)]
+    async fn begin_totp_enrollment(
+        &self,
+        request: Request<pb::BeginTotpEnrollmentRequest>,
+    ) -> Result<Response<pb::BeginTotpEnrollmentResponse>, Status> {
+        let claims = self.bearer(&request)?;
+        self.guard.admit(&request)?;
+        let (secret, otpauth_uri) = self.accounts.begin_totp_enrollment(&claims).await?;
+        Ok(Response::new(pb::BeginTotpEnrollmentResponse {
+            secret,
+            otpauth_uri,
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.confirm_totp_enrollment", skip_all)]
+    async fn confirm_totp_enrollment(
+        &self,
+        request: Request<pb::ConfirmTotpEnrollmentRequest>,
+    ) -> Result<Response<pb::ConfirmTotpEnrollmentResponse>, Status> {
+        let claims = self.bearer(&request)?;
+        let client = self.guard.admit(&request)?;
+        let recovery_codes = self
+            .accounts
+            .confirm_totp_enrollment(&claims, &request.get_ref().code, &client)
+            .await?;
+        Ok(Response::new(pb::ConfirmTotpEnrollmentResponse {
+            recovery_codes,
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.complete_mfa_login", skip_all)]
+    async fn complete_mfa_login(
+        &self,
+        request: Request<pb::CompleteMfaLoginRequest>,
+    ) -> Result<Response<pb::CompleteMfaLoginResponse>, Status> {
+        let client = self.guard.admit(&request)?;
+        let req = request.get_ref();
+        let s = self
+            .accounts
+            .complete_mfa_login(&req.mfa_token, &req.code, &req.recovery_code, &client)
+            .await?;
+        Ok(Response::new(session_response!(
+            pb::CompleteMfaLoginResponse,
+            s
+        )))
+    }
+
+    #[tracing::instrument(name = "rpc.disable_totp", skip_all)]
+    async fn disable_totp(
+        &self,
+        request: Request<pb::DisableTotpRequest>,
+    ) -> Result<Response<pb::DisableTotpResponse>, Status> {
+        let claims = self.bearer(&request)?;
+        let client = self.guard.admit(&request)?;
+        let req = request.into_inner();
+        self.accounts
+            .disable_totp(&claims, Password::new(req.current_password), &client)
+            .await?;
+        Ok(Response::new(pb::DisableTotpResponse {}))
     }
 }

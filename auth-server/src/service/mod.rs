@@ -1,8 +1,10 @@
 //! gRPC services: decode the request, call the domain, encode the response. Errors become
 //! `Status` only through `From<AuthError>` in `error.rs`.
 
+mod admin;
 mod auth;
 
+pub use admin::AdminApi;
 pub use auth::AuthApi;
 
 use auth_proto::pb;
@@ -12,6 +14,7 @@ use tonic::{Request, metadata::MetadataMap};
 
 use crate::{
     error::AuthError,
+    protection::{ClientAddrResolver, RateLimiter},
     storage::{EventKind, StoredEvent, UserRecord, sessions::ClientInfo},
     tokens::TokenError,
 };
@@ -37,16 +40,59 @@ pub(crate) fn bearer_token(metadata: &MetadataMap) -> Result<&str, AuthError> {
     Ok(token)
 }
 
-/// Client address and user agent of a request.
-pub(crate) fn client_info<T>(request: &Request<T>) -> ClientInfo {
-    ClientInfo {
-        addr: request.remote_addr().map(|a| a.ip().to_string()),
-        user_agent: request
-            .metadata()
-            .get("user-agent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+/// Where a request comes from, and whether it may come now.
+#[derive(Debug, Clone)]
+pub struct RequestGuard {
+    resolver: ClientAddrResolver,
+    limiter: RateLimiter,
+}
+
+impl RequestGuard {
+    /// Resolves client addresses with `resolver` and limits with `limiter`.
+    pub fn new(resolver: ClientAddrResolver, limiter: RateLimiter) -> Self {
+        Self { resolver, limiter }
     }
+
+    /// The limiter (for pruning).
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    fn addr<T>(&self, request: &Request<T>) -> Option<std::net::IpAddr> {
+        let forwarded: Vec<&str> = request
+            .metadata()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        self.resolver
+            .resolve(request.remote_addr().map(|a| a.ip()), &forwarded)
+    }
+
+    /// Client address and user agent of a request.
+    pub(crate) fn client<T>(&self, request: &Request<T>) -> ClientInfo {
+        ClientInfo {
+            addr: self.addr(request).map(|a| a.to_string()),
+            user_agent: request
+                .metadata()
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        }
+    }
+
+    /// Like [`client`](Self::client), after taking a token from the client's rate limit
+    /// bucket (before any hashing or database work).
+    pub(crate) fn admit<T>(&self, request: &Request<T>) -> Result<ClientInfo, AuthError> {
+        self.limiter.check(self.addr(request))?;
+        Ok(self.client(request))
+    }
+}
+
+pub(crate) fn millis_of(t: &Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.nanos.clamp(0, 999_999_999) / 1_000_000))
 }
 
 pub(crate) fn timestamp(t: OffsetDateTime) -> Timestamp {

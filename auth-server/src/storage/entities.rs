@@ -27,6 +27,8 @@ pub mod users {
         pub created_at: i64,
         /// Last change.
         pub updated_at: i64,
+        /// Set when deleted: the row stays as a tombstone with its email released.
+        pub deleted_at: Option<i64>,
     }
 
     /// No relations are navigated through the ORM.
@@ -164,6 +166,232 @@ pub mod user_events {
         pub payload: String,
         /// Commit time.
         pub occurred_at: i64,
+    }
+
+    /// No relations are navigated through the ORM.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `login_throttle`: failed logins per normalized email (known or not).
+pub mod login_throttle {
+    use sea_orm::entity::prelude::*;
+
+    /// Failure counter and lock of one email.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "login_throttle")]
+    pub struct Model {
+        /// Normalized email.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub email: String,
+        /// Failures in the current window.
+        pub failures: i32,
+        /// Start of the current window.
+        pub window_started_at: i64,
+        /// Locked until this time.
+        pub locked_until: Option<i64>,
+        /// Locks so far (the next lock lasts twice as long).
+        pub lock_count: i32,
+        /// Last change.
+        pub updated_at: i64,
+    }
+
+    /// No relations are navigated through the ORM.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `audit_events`: the append-only audit trail.
+pub mod audit_events {
+    use sea_orm::entity::prelude::*;
+
+    /// One audit record.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        /// Increasing id.
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        /// When.
+        pub occurred_at: i64,
+        /// What.
+        pub kind: String,
+        /// `success`, `failure` or `denied`.
+        pub outcome: String,
+        /// Who acted.
+        pub actor_id: Option<String>,
+        /// Whom it concerns.
+        pub subject_id: Option<String>,
+        /// Session involved.
+        pub session_id: Option<String>,
+        /// Client address.
+        pub client_addr: Option<String>,
+        /// Client user agent.
+        pub user_agent: Option<String>,
+        /// Non-secret JSON details.
+        pub detail: Option<String>,
+    }
+
+    /// No relations are navigated through the ORM.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `password_resets`: SHA-256 of every reset and invite token.
+pub mod password_resets {
+    use sea_orm::entity::prelude::*;
+
+    /// A reset token's hash. Its `Debug` hides the hash.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "password_resets")]
+    pub struct Model {
+        /// Hex SHA-256 of the token.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_hash: String,
+        /// The user.
+        pub user_id: String,
+        /// `reset` or `invite`.
+        pub purpose: String,
+        /// The admin who issued it, if any.
+        pub issued_by: Option<String>,
+        /// Issue time.
+        pub created_at: i64,
+        /// Expiry.
+        pub expires_at: i64,
+        /// Set when used.
+        pub used_at: Option<i64>,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("PasswordReset")
+                .field("token_hash", &"[redacted]")
+                .field("user_id", &self.user_id)
+                .field("used_at", &self.used_at)
+                .finish()
+        }
+    }
+
+    /// No relations are navigated through the ORM.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `mfa_totp`: one TOTP enrollment per user, its secret encrypted.
+pub mod mfa_totp {
+    use sea_orm::entity::prelude::*;
+
+    /// An enrollment. Its `Debug` hides the secret.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "mfa_totp")]
+    pub struct Model {
+        /// The user.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        /// base64(nonce || ciphertext) of the secret.
+        pub secret_enc: String,
+        /// Set once confirmed (TOTP is then required at login).
+        pub confirmed_at: Option<i64>,
+        /// Highest time step accepted (codes of this step or older are refused).
+        pub last_used_step: Option<i64>,
+        /// Enrollment start.
+        pub created_at: i64,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("MfaTotp")
+                .field("user_id", &self.user_id)
+                .field("secret_enc", &"[redacted]")
+                .field("confirmed_at", &self.confirmed_at)
+                .finish()
+        }
+    }
+
+    /// No relations are navigated through the ORM.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `mfa_recovery_codes`: SHA-256 of each recovery code.
+pub mod mfa_recovery_codes {
+    use sea_orm::entity::prelude::*;
+
+    /// A recovery code's hash. Its `Debug` hides the hash.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "mfa_recovery_codes")]
+    pub struct Model {
+        /// Hex SHA-256 of the code.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub code_hash: String,
+        /// The user.
+        pub user_id: String,
+        /// Creation.
+        pub created_at: i64,
+        /// Set when used.
+        pub used_at: Option<i64>,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("MfaRecoveryCode")
+                .field("code_hash", &"[redacted]")
+                .field("user_id", &self.user_id)
+                .finish()
+        }
+    }
+
+    /// No relations are navigated through the ORM.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `mfa_challenges`: the second step of an MFA login.
+pub mod mfa_challenges {
+    use sea_orm::entity::prelude::*;
+
+    /// A pending MFA login. Its `Debug` hides the hash.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "mfa_challenges")]
+    pub struct Model {
+        /// Hex SHA-256 of the mfa token.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_hash: String,
+        /// The user.
+        pub user_id: String,
+        /// The normalized email the login used (failures count toward its lockout).
+        pub email: String,
+        /// Issue time.
+        pub created_at: i64,
+        /// Expiry.
+        pub expires_at: i64,
+        /// Set when the login completed.
+        pub used_at: Option<i64>,
+        /// Client address of the first step.
+        pub client_addr: Option<String>,
+        /// Client user agent of the first step.
+        pub user_agent: Option<String>,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("MfaChallenge")
+                .field("token_hash", &"[redacted]")
+                .field("user_id", &self.user_id)
+                .finish()
+        }
     }
 
     /// No relations are navigated through the ORM.

@@ -6,9 +6,13 @@
 //! SQLite has a single writer and a deferred transaction that reads and then writes can fail with
 //! `SQLITE_BUSY` instead of waiting; serializing writers in process makes them simply queue.
 
+pub mod audit;
 mod entities;
 pub mod events;
+pub mod mfa;
+pub mod resets;
 pub mod sessions;
+pub mod throttle;
 pub mod users;
 
 use std::{

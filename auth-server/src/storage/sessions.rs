@@ -19,6 +19,14 @@ pub enum RevokeReason {
     RefreshReuse,
     /// The user changed the password from another session.
     PasswordChanged,
+    /// A password reset token set a new password.
+    PasswordReset,
+    /// An admin disabled the user.
+    UserDisabled,
+    /// An admin deleted the user.
+    UserDeleted,
+    /// An admin revoked the session.
+    Admin,
 }
 
 impl RevokeReason {
@@ -27,6 +35,10 @@ impl RevokeReason {
             RevokeReason::Logout => "logout",
             RevokeReason::RefreshReuse => "refresh_reuse",
             RevokeReason::PasswordChanged => "password_changed",
+            RevokeReason::PasswordReset => "password_reset",
+            RevokeReason::UserDisabled => "user_disabled",
+            RevokeReason::UserDeleted => "user_deleted",
+            RevokeReason::Admin => "admin",
         }
     }
 }
@@ -100,13 +112,7 @@ pub async fn create_session(
     Ok(id)
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
+use super::audit::truncate;
 
 /// The session with this id.
 pub async fn find_session(
@@ -245,5 +251,75 @@ pub async fn find_revoked_session_ids(
         .filter(sessions::Column::RevokedAt.gte(since))
         .into_tuple()
         .all(conn)
+        .await?)
+}
+
+/// A session as admins see it.
+#[derive(Debug, Clone)]
+pub struct SessionDetails {
+    /// Session id.
+    pub id: String,
+    /// Login time.
+    pub created_at: i64,
+    /// Last refresh.
+    pub last_used_at: i64,
+    /// Current expiry.
+    pub expires_at: i64,
+    /// Revocation time.
+    pub revoked_at: Option<i64>,
+    /// Revocation reason.
+    pub revoked_reason: Option<String>,
+    /// Client address at login.
+    pub client_addr: Option<String>,
+    /// User agent at login.
+    pub user_agent: Option<String>,
+}
+
+/// The user's sessions, newest first: only live ones unless `include_inactive`.
+pub async fn find_user_sessions(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+    include_inactive: bool,
+    now: i64,
+) -> StorageResult<Vec<SessionDetails>> {
+    use sea_orm::QueryOrder as _;
+    let mut query = sessions::Entity::find().filter(sessions::Column::UserId.eq(user_id));
+    if !include_inactive {
+        query = query
+            .filter(sessions::Column::RevokedAt.is_null())
+            .filter(sessions::Column::ExpiresAt.gt(now));
+    }
+    Ok(query
+        .order_by_desc(sessions::Column::CreatedAt)
+        .order_by_desc(sessions::Column::Id)
+        .limit(1000)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|m| SessionDetails {
+            id: m.id,
+            created_at: m.created_at,
+            last_used_at: m.last_used_at,
+            expires_at: m.expires_at,
+            revoked_at: m.revoked_at,
+            revoked_reason: m.revoked_reason,
+            client_addr: m.client_addr,
+            user_agent: m.user_agent,
+        })
+        .collect())
+}
+
+/// Number of live sessions of the user.
+pub async fn count_live_sessions(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+    now: i64,
+) -> StorageResult<u64> {
+    use sea_orm::PaginatorTrait as _;
+    Ok(sessions::Entity::find()
+        .filter(sessions::Column::UserId.eq(user_id))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .filter(sessions::Column::ExpiresAt.gt(now))
+        .count(conn)
         .await?)
 }

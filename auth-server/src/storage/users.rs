@@ -62,8 +62,10 @@ pub struct NewUser {
     pub display_name: String,
     /// Role names.
     pub roles: Vec<String>,
-    /// Password hash, if the account has a password.
+    /// Password hash, if the account has a password (none for an invite).
     pub password_hash: Option<PasswordHash>,
+    /// Whether the email is known to be verified.
+    pub email_verified: bool,
 }
 
 fn roles_json(roles: &[String]) -> StorageResult<String> {
@@ -77,15 +79,17 @@ pub async fn find_user_by_email(
 ) -> StorageResult<Option<UserRecord>> {
     users::Entity::find()
         .filter(users::Column::Email.eq(email))
+        .filter(users::Column::DeletedAt.is_null())
         .one(conn)
         .await?
         .map(UserRecord::try_from)
         .transpose()
 }
 
-/// The user with this id.
+/// The user with this id (`None` for unknown and deleted users).
 pub async fn find_user(conn: &impl ConnectionTrait, id: &str) -> StorageResult<Option<UserRecord>> {
     users::Entity::find_by_id(id.to_owned())
+        .filter(users::Column::DeletedAt.is_null())
         .one(conn)
         .await?
         .map(UserRecord::try_from)
@@ -110,13 +114,14 @@ pub async fn create_user(conn: &impl ConnectionTrait, new: NewUser) -> StorageRe
     users::ActiveModel {
         id: Set(id.clone()),
         email: Set(new.email.clone()),
-        email_verified: Set(false),
+        email_verified: Set(new.email_verified),
         display_name: Set(new.display_name.clone()),
         roles: Set(roles_json(&new.roles)?),
         disabled: Set(false),
         version: Set(1),
         created_at: Set(now),
         updated_at: Set(now),
+        deleted_at: Set(None),
     }
     .insert(conn)
     .await?;
@@ -132,7 +137,7 @@ pub async fn create_user(conn: &impl ConnectionTrait, new: NewUser) -> StorageRe
     Ok(UserRecord {
         id,
         email: new.email,
-        email_verified: false,
+        email_verified: new.email_verified,
         display_name: new.display_name,
         roles: new.roles,
         disabled: false,
@@ -188,6 +193,7 @@ pub async fn find_users_after(
 ) -> StorageResult<Vec<UserRecord>> {
     users::Entity::find()
         .filter(users::Column::Id.gt(after_id))
+        .filter(users::Column::DeletedAt.is_null())
         .order_by_asc(users::Column::Id)
         .limit(limit)
         .all(conn)
@@ -199,7 +205,10 @@ pub async fn find_users_after(
 
 /// Number of users.
 pub async fn count_users(conn: &impl ConnectionTrait) -> StorageResult<u64> {
-    Ok(users::Entity::find().count(conn).await?)
+    Ok(users::Entity::find()
+        .filter(users::Column::DeletedAt.is_null())
+        .count(conn)
+        .await?)
 }
 
 /// Sets the display name and bumps the version; the user's new state, or `None` if unknown.
@@ -214,4 +223,210 @@ pub async fn update_display_name(
         .exec(conn)
         .await?;
     bump_version(conn, user_id, now_millis()).await
+}
+
+/// What `find_users_page` filters on.
+#[derive(Debug, Default, Clone)]
+pub struct UserFilter {
+    /// Lower-case email prefix.
+    pub email_prefix: Option<String>,
+    /// A role the user must hold.
+    pub role: Option<String>,
+    /// Only disabled (`true`) or enabled (`false`) users.
+    pub disabled: Option<bool>,
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Up to `limit` live users with an id greater than `after_id` matching `filter`, by id.
+pub async fn find_users_page(
+    conn: &impl ConnectionTrait,
+    after_id: &str,
+    limit: u64,
+    filter: &UserFilter,
+) -> StorageResult<Vec<UserRecord>> {
+    use sea_orm::sea_query::LikeExpr;
+    let mut query = users::Entity::find()
+        .filter(users::Column::Id.gt(after_id))
+        .filter(users::Column::DeletedAt.is_null());
+    if let Some(prefix) = &filter.email_prefix {
+        let pattern = format!("{}%", like_escape(prefix));
+        query =
+            query.filter(Expr::col(users::Column::Email).like(LikeExpr::new(pattern).escape('\\')));
+    }
+    if let Some(role) = &filter.role {
+        // Roles are a JSON array of names that never contain a quote.
+        let pattern = format!("%\"{}\"%", like_escape(role));
+        query =
+            query.filter(Expr::col(users::Column::Roles).like(LikeExpr::new(pattern).escape('\\')));
+    }
+    if let Some(disabled) = filter.disabled {
+        query = query.filter(users::Column::Disabled.eq(disabled));
+    }
+    query
+        .order_by_asc(users::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(UserRecord::try_from)
+        .collect()
+}
+
+/// The new values of an admin update; `None` leaves a field alone.
+#[derive(Debug, Default, Clone)]
+pub struct UserChanges {
+    /// New normalized email.
+    pub email: Option<String>,
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New verification state.
+    pub email_verified: Option<bool>,
+    /// New roles (sorted, deduplicated).
+    pub roles: Option<Vec<String>>,
+    /// New disabled state.
+    pub disabled: Option<bool>,
+}
+
+/// Applies `changes` if the user's version is still `expected_version`, adding `bumps` to it
+/// (one per event the change writes). `None` if the user is gone or its version moved on.
+/// A taken email is `StorageError::Duplicate`.
+pub async fn update_user(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+    expected_version: i64,
+    bumps: i64,
+    changes: &UserChanges,
+) -> StorageResult<Option<UserRecord>> {
+    let now = now_millis();
+    let mut update = users::Entity::update_many()
+        .col_expr(
+            users::Column::Version,
+            Expr::col(users::Column::Version).add(bumps),
+        )
+        .col_expr(users::Column::UpdatedAt, Expr::value(now));
+    if let Some(email) = &changes.email {
+        update = update.col_expr(users::Column::Email, Expr::value(email.as_str()));
+    }
+    if let Some(name) = &changes.display_name {
+        update = update.col_expr(users::Column::DisplayName, Expr::value(name.as_str()));
+    }
+    if let Some(verified) = changes.email_verified {
+        update = update.col_expr(users::Column::EmailVerified, Expr::value(verified));
+    }
+    if let Some(roles) = &changes.roles {
+        update = update.col_expr(users::Column::Roles, Expr::value(roles_json(roles)?));
+    }
+    if let Some(disabled) = changes.disabled {
+        update = update.col_expr(users::Column::Disabled, Expr::value(disabled));
+    }
+    let result = update
+        .filter(users::Column::Id.eq(user_id))
+        .filter(users::Column::Version.eq(expected_version))
+        .filter(users::Column::DeletedAt.is_null())
+        .exec(conn)
+        .await?;
+    if result.rows_affected != 1 {
+        return Ok(None);
+    }
+    find_user(conn, user_id).await
+}
+
+/// Ids of the enabled users holding role `admin`. On PostgreSQL their rows stay locked until the
+/// transaction ends, so two concurrent demotions cannot both see "another admin is left".
+pub async fn find_enabled_admin_ids_for_update(
+    conn: &impl ConnectionTrait,
+) -> StorageResult<Vec<String>> {
+    use sea_orm::sea_query::LikeExpr;
+    let mut query = users::Entity::find()
+        .select_only()
+        .column(users::Column::Id)
+        .filter(users::Column::DeletedAt.is_null())
+        .filter(users::Column::Disabled.eq(false))
+        .filter(Expr::col(users::Column::Roles).like(LikeExpr::new("%\"admin\"%")));
+    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    Ok(query.into_tuple().all(conn).await?)
+}
+
+/// Turns a user into a tombstone: email released, disabled, credentials erased, version
+/// bumped. Returns the state the `UserDeleted` event carries (the last public state, disabled).
+pub async fn delete_user(
+    conn: &impl ConnectionTrait,
+    user: &UserRecord,
+) -> StorageResult<Option<UserRecord>> {
+    let now = now_millis();
+    let result = users::Entity::update_many()
+        // Not a valid address, so it can never match a login and never collides.
+        .col_expr(
+            users::Column::Email,
+            Expr::value(format!("#deleted:{}", user.id)),
+        )
+        .col_expr(users::Column::Disabled, Expr::value(true))
+        .col_expr(users::Column::DeletedAt, Expr::value(now))
+        .col_expr(users::Column::UpdatedAt, Expr::value(now))
+        .col_expr(
+            users::Column::Version,
+            Expr::col(users::Column::Version).add(1),
+        )
+        .filter(users::Column::Id.eq(user.id.as_str()))
+        .filter(users::Column::DeletedAt.is_null())
+        .exec(conn)
+        .await?;
+    if result.rows_affected != 1 {
+        return Ok(None);
+    }
+    credentials::Entity::delete_by_id(user.id.clone())
+        .exec(conn)
+        .await?;
+    Ok(Some(UserRecord {
+        disabled: true,
+        version: user.version + 1,
+        ..user.clone()
+    }))
+}
+
+/// Sets (or first sets, for an invite) the password hash and bumps the user's version.
+pub async fn set_password(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+    hash: PasswordHash,
+) -> StorageResult<Option<UserRecord>> {
+    use sea_orm::sea_query::OnConflict;
+    let now = now_millis();
+    credentials::Entity::insert(credentials::ActiveModel {
+        user_id: Set(user_id.to_owned()),
+        password_hash: Set(hash.0),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(credentials::Column::UserId)
+            .update_columns([
+                credentials::Column::PasswordHash,
+                credentials::Column::UpdatedAt,
+            ])
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    bump_version(conn, user_id, now).await
+}
+
+/// Whether the user has a password.
+pub async fn has_password(conn: &impl ConnectionTrait, user_id: &str) -> StorageResult<bool> {
+    Ok(credentials::Entity::find_by_id(user_id.to_owned())
+        .count(conn)
+        .await?
+        > 0)
 }

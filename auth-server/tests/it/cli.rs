@@ -156,6 +156,17 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(status(&app).contains("applied m20261126_000001_core"));
+    assert!(status(&app).contains("applied m20261126_000002_protection"));
+    // One step down undoes only the newest migration.
+    let out = auth_server(&app, &["migrate", "down"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let now = status(&app);
+    assert!(now.contains("applied m20261126_000001_core"), "{now}");
+    assert!(now.contains("pending m20261126_000002_protection"), "{now}");
     let out = auth_server(&app, &["migrate", "down"], "");
     assert!(
         out.status.success(),
@@ -169,7 +180,9 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(status(&app).contains("applied m20261126_000001_core"));
+    let now = status(&app);
+    assert!(now.contains("applied m20261126_000001_core"), "{now}");
+    assert!(now.contains("applied m20261126_000002_protection"), "{now}");
 
     // The schema is back and empty: the server starts, the old account is gone.
     let app = app.restart().await;

@@ -110,6 +110,8 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestAp
     settings.hashing = CHEAP_HASHING;
     settings.health_interval = Duration::from_millis(200);
     settings.db_max_connections = 8;
+    // Tests log in many times from 127.0.0.1; the rate limit has its own tests.
+    settings.protection.rate_limit = None;
     tweak(&mut settings);
     start(settings, db, dir).await
 }

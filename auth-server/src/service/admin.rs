@@ -1,0 +1,338 @@
+//! `auth.v1.AdminService`: every call authenticates the bearer as a current admin, then
+//! decodes, calls the admin domain, and encodes.
+
+use auth_proto::pb::{self, admin_service_server::AdminService};
+use tonic::{Request, Response, Status};
+
+use super::{RequestGuard, bearer_token, millis_of, timestamp, timestamp_millis, user_pb};
+use crate::{
+    accounts::Accounts,
+    admin::{Actor, Admin, CreateUser, UserUpdate},
+    error::AuthError,
+    passwords::Password,
+    storage::{audit::AuditFilter, users::UserFilter},
+};
+
+/// The gRPC face of [`Admin`].
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    accounts: Accounts,
+    admin: Admin,
+    guard: RequestGuard,
+}
+
+impl AdminApi {
+    /// Wraps the account domain.
+    pub fn new(accounts: Accounts, guard: RequestGuard) -> Self {
+        Self {
+            admin: Admin::new(accounts.clone()),
+            accounts,
+            guard,
+        }
+    }
+
+    async fn actor<T>(&self, request: &Request<T>) -> Result<Actor, AuthError> {
+        let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
+        self.admin
+            .authorize(claims, self.guard.client(request))
+            .await
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Maps an `update_mask` onto the request's fields; unknown paths are INVALID_ARGUMENT.
+fn user_update(req: &pb::UpdateUserRequest) -> Result<UserUpdate, AuthError> {
+    let paths = req
+        .update_mask
+        .as_ref()
+        .map(|m| m.paths.as_slice())
+        .unwrap_or_default();
+    if paths.is_empty() {
+        return Err(AuthError::InvalidArgument(
+            "update_mask must name at least one of email, display_name, email_verified, roles"
+                .into(),
+        ));
+    }
+    let mut update = UserUpdate::default();
+    for path in paths {
+        match path.as_str() {
+            "email" => update.email = Some(req.email.clone()),
+            "display_name" => update.display_name = Some(req.display_name.clone()),
+            "email_verified" => update.email_verified = Some(req.email_verified),
+            "roles" => update.roles = Some(req.roles.clone()),
+            other => {
+                return Err(AuthError::InvalidArgument(format!(
+                    "update_mask path {other:?} is not one of email, display_name, email_verified, roles"
+                )));
+            }
+        }
+    }
+    Ok(update)
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    #[tracing::instrument(name = "rpc.admin.create_user", skip_all)]
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let password = (!req.password.is_empty()).then(|| Password::new(req.password));
+        let new = CreateUser {
+            email: req.email,
+            password,
+            display_name: req.display_name,
+            roles: req.roles,
+            email_verified: req.email_verified,
+        };
+        let (user, invite) = self.admin.create_user(&actor, new).await?;
+        Ok(Response::new(pb::CreateUserResponse {
+            user: Some(user_pb(&user)),
+            invite_token: invite
+                .as_ref()
+                .map(|i| i.token.expose().to_owned())
+                .unwrap_or_default(),
+            invite_expires_at: invite.map(|i| timestamp(i.expires_at)),
+        }))
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
+        self.actor(&request).await?;
+        let d = self.admin.get_user(&request.get_ref().user_id).await?;
+        Ok(Response::new(pb::GetUserResponse {
+            details: Some(pb::UserDetails {
+                user: Some(user_pb(&d.user)),
+                has_password: d.has_password,
+                mfa_enabled: d.mfa_enabled,
+                locked_until: d.locked_until.map(timestamp_millis),
+                failed_logins: d.failed_logins,
+                live_sessions: u32::try_from(d.live_sessions).unwrap_or(u32::MAX),
+            }),
+        }))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        self.actor(&request).await?;
+        let req = request.into_inner();
+        let filter = UserFilter {
+            email_prefix: non_empty(&req.email_prefix),
+            role: non_empty(&req.role),
+            disabled: req.disabled,
+        };
+        let (users, next) = self
+            .admin
+            .list_users(req.page_size, &req.page_token, filter)
+            .await?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: users.iter().map(user_pb).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.admin.update_user", skip_all)]
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::UpdateUserResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let update = user_update(&req)?;
+        let expected = match req.expected_version {
+            0 => None,
+            v => Some(i64::try_from(v).map_err(|_| {
+                AuthError::InvalidArgument("expected_version is out of range".into())
+            })?),
+        };
+        let user = self
+            .admin
+            .update_user(&actor, &req.user_id, update, expected)
+            .await?;
+        Ok(Response::new(pb::UpdateUserResponse {
+            user: Some(user_pb(&user)),
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.admin.disable_user", skip_all)]
+    async fn disable_user(
+        &self,
+        request: Request<pb::DisableUserRequest>,
+    ) -> Result<Response<pb::DisableUserResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let (user, revoked) = self
+            .admin
+            .disable_user(&actor, &request.get_ref().user_id)
+            .await?;
+        Ok(Response::new(pb::DisableUserResponse {
+            user: Some(user_pb(&user)),
+            revoked_sessions: count(revoked),
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.admin.enable_user", skip_all)]
+    async fn enable_user(
+        &self,
+        request: Request<pb::EnableUserRequest>,
+    ) -> Result<Response<pb::EnableUserResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let user = self
+            .admin
+            .enable_user(&actor, &request.get_ref().user_id)
+            .await?;
+        Ok(Response::new(pb::EnableUserResponse {
+            user: Some(user_pb(&user)),
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.admin.delete_user", skip_all)]
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let revoked = self
+            .admin
+            .delete_user(&actor, &request.get_ref().user_id)
+            .await?;
+        Ok(Response::new(pb::DeleteUserResponse {
+            revoked_sessions: count(revoked),
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.admin.revoke_sessions", skip_all)]
+    async fn revoke_sessions(
+        &self,
+        request: Request<pb::RevokeSessionsRequest>,
+    ) -> Result<Response<pb::RevokeSessionsResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.get_ref();
+        let session = non_empty(&req.session_id);
+        let revoked = self
+            .admin
+            .revoke_sessions(&actor, &req.user_id, session.as_deref())
+            .await?;
+        Ok(Response::new(pb::RevokeSessionsResponse {
+            revoked_session_ids: revoked,
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        self.actor(&request).await?;
+        let req = request.get_ref();
+        let sessions = self
+            .admin
+            .list_sessions(&req.user_id, req.include_inactive)
+            .await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions
+                .into_iter()
+                .map(|s| pb::Session {
+                    id: s.id,
+                    created_at: Some(timestamp_millis(s.created_at)),
+                    last_used_at: Some(timestamp_millis(s.last_used_at)),
+                    expires_at: Some(timestamp_millis(s.expires_at)),
+                    revoked_at: s.revoked_at.map(timestamp_millis),
+                    revoked_reason: s.revoked_reason.unwrap_or_default(),
+                    client_address: s.client_addr.unwrap_or_default(),
+                    user_agent: s.user_agent.unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.admin.unlock_user", skip_all)]
+    async fn unlock_user(
+        &self,
+        request: Request<pb::UnlockUserRequest>,
+    ) -> Result<Response<pb::UnlockUserResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let was_locked = self
+            .admin
+            .unlock_user(&actor, &request.get_ref().user_id)
+            .await?;
+        Ok(Response::new(pb::UnlockUserResponse { was_locked }))
+    }
+
+    #[tracing::instrument(name = "rpc.admin.issue_password_reset", skip_all)]
+    async fn issue_password_reset(
+        &self,
+        request: Request<pb::IssuePasswordResetRequest>,
+    ) -> Result<Response<pb::IssuePasswordResetResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let issued = self
+            .admin
+            .issue_password_reset(&actor, &request.get_ref().user_id)
+            .await?;
+        Ok(Response::new(pb::IssuePasswordResetResponse {
+            reset_token: issued.token.expose().to_owned(),
+            expires_at: Some(timestamp(issued.expires_at)),
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.admin.reset_user_mfa", skip_all)]
+    async fn reset_user_mfa(
+        &self,
+        request: Request<pb::ResetUserMfaRequest>,
+    ) -> Result<Response<pb::ResetUserMfaResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let was_enrolled = self
+            .admin
+            .reset_mfa(&actor, &request.get_ref().user_id)
+            .await?;
+        Ok(Response::new(pb::ResetUserMfaResponse { was_enrolled }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        self.actor(&request).await?;
+        let req = request.into_inner();
+        let filter = AuditFilter {
+            subject_id: non_empty(&req.user_id),
+            kind: non_empty(&req.kind),
+            since: req.since.as_ref().map(millis_of),
+            until: req.until.as_ref().map(millis_of),
+        };
+        let (entries, next) = self
+            .admin
+            .list_audit_events(req.page_size, &req.page_token, filter)
+            .await?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: entries
+                .into_iter()
+                .map(|e| pb::AuditEvent {
+                    id: u64::try_from(e.id).unwrap_or(0),
+                    occurred_at: Some(timestamp_millis(e.occurred_at)),
+                    kind: e.kind,
+                    outcome: e.outcome,
+                    actor_id: e.actor_id.unwrap_or_default(),
+                    subject_id: e.subject_id.unwrap_or_default(),
+                    session_id: e.session_id.unwrap_or_default(),
+                    client_address: e.client_addr.unwrap_or_default(),
+                    user_agent: e.user_agent.unwrap_or_default(),
+                    detail: e.detail.unwrap_or_default(),
+                })
+                .collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+}
