@@ -7,7 +7,9 @@ use std::{
     time::Duration,
 };
 
-use auth_proto::pb::{self, auth_service_client::AuthServiceClient};
+use auth_proto::pb::{
+    self, admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
+};
 use auth_server::{
     Application, Settings,
     config::HashingSettings,
@@ -91,6 +93,10 @@ pub async fn pg_admin(sql: &str) {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: AuthServiceClient<Channel>,
+    pub admin: AdminServiceClient<Channel>,
+    pub channel: Channel,
+    /// The server's password hash pool (its counter shows argon2 work done).
+    pub hash_pool: auth_server::passwords::HashPool,
     pub settings: Settings,
     pub db: Arc<TestDb>,
     pub dir: Arc<TempDir>,
@@ -121,6 +127,7 @@ async fn start(settings: Settings, db: Arc<TestDb>, dir: Arc<TempDir>) -> TestAp
         .await
         .expect("server builds");
     let addr = app.local_addr();
+    let hash_pool = app.hash_pool();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -129,10 +136,15 @@ async fn start(settings: Settings, db: Arc<TestDb>, dir: Arc<TempDir>) -> TestAp
         .await
         .expect("server runs");
     });
-    let client = AuthServiceClient::new(channel(addr).await);
+    let channel = channel(addr).await;
+    let client = AuthServiceClient::new(channel.clone());
+    let admin = AdminServiceClient::new(channel.clone());
     TestApp {
         addr,
         client,
+        admin,
+        channel,
+        hash_pool,
         settings,
         db,
         dir,
@@ -391,3 +403,49 @@ pub async fn events_until(
     }
     events
 }
+
+impl TestApp {
+    /// Argon2 computations the server has finished so far.
+    pub fn hashes(&self) -> u64 {
+        self.hash_pool.computed()
+    }
+
+    /// The admin client with a bearer token on every call.
+    pub fn admin_with(&self, token: &str) -> Admin {
+        let value = MetadataValue::try_from(format!("Bearer {token}")).expect("ascii token");
+        AdminServiceClient::with_interceptor(self.channel.clone(), BearerInterceptor(value))
+    }
+
+    /// The audit records of the database, oldest first, as the table holds them.
+    pub async fn audit_rows(&self) -> Vec<auth_server::storage::audit::AuditEntry> {
+        let store = self.store().await;
+        let mut rows = auth_server::storage::audit::find_audit_page(
+            store.conn(),
+            None,
+            100_000,
+            &Default::default(),
+        )
+        .await
+        .expect("audit rows");
+        store.close().await;
+        rows.reverse();
+        rows
+    }
+}
+
+/// Adds `authorization: Bearer …` to every call.
+#[derive(Clone)]
+pub struct BearerInterceptor(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for BearerInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// The admin client type tests use.
+pub type Admin =
+    AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerInterceptor>>;

@@ -2,10 +2,14 @@
 //! and real PostgreSQL database.
 
 mod account;
+mod admin;
 mod bad_input;
 mod cli;
 mod concurrency;
 mod events;
 mod health;
 mod helpers;
+mod mfa;
+mod protection;
 mod reflection;
+mod reset;
