@@ -48,7 +48,9 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Maps an `update_mask` onto the request's fields; unknown paths are INVALID_ARGUMENT.
+/// Maps an `update_mask` onto the request's fields; unknown paths are INVALID_ARGUMENT. Paths
+/// are the proto field names; their JSON (lowerCamelCase) spellings are accepted too, since
+/// grpcurl passes a mask written as `{"paths": [...]}` through unchanged.
 fn user_update(req: &pb::UpdateUserRequest) -> Result<UserUpdate, AuthError> {
     let paths = req
         .update_mask
@@ -65,8 +67,8 @@ fn user_update(req: &pb::UpdateUserRequest) -> Result<UserUpdate, AuthError> {
     for path in paths {
         match path.as_str() {
             "email" => update.email = Some(req.email.clone()),
-            "display_name" => update.display_name = Some(req.display_name.clone()),
-            "email_verified" => update.email_verified = Some(req.email_verified),
+            "display_name" | "displayName" => update.display_name = Some(req.display_name.clone()),
+            "email_verified" | "emailVerified" => update.email_verified = Some(req.email_verified),
             "roles" => update.roles = Some(req.roles.clone()),
             other => {
                 return Err(AuthError::InvalidArgument(format!(
