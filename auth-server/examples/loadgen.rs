@@ -4,6 +4,7 @@
 //! 1. raw `pasetors` v4.public verifies/s on every core (the ceiling for `Validate`);
 //! 2. raw argon2id hashes/s on the hash pool's thread count (the ceiling for `Login`);
 //! 3. `Validate` and `Login` through gRPC from N concurrent callers: req/s, p50, p99;
+//! 4. `Login` floods against a locked email (refused without hashing) vs the raw hash rate;
 //!
 //! and prints the ratios. Without `--target` it starts an in-process server on a temporary
 //! SQLite database with the production argon2 parameters.
@@ -164,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Server.
     let _dir;
+    let mut hash_pool = None;
     let addr = match args.target {
         Some(addr) => addr,
         None => {
@@ -174,8 +176,11 @@ async fn main() -> anyhow::Result<()> {
             settings.hash_queue = args.concurrency * 2;
             // One load generator on 127.0.0.1 would hit the per-address limit at once.
             settings.protection.rate_limit = None;
+            // The locked email must stay locked through every round.
+            settings.protection.lockout.base_lock = Duration::from_secs(3600);
             let app = Application::build(settings).await?;
             let addr = app.local_addr();
+            hash_pool = Some(app.hash_pool());
             tokio::spawn(app.run_until_stopped(std::future::pending()));
             _dir = dir;
             addr
@@ -239,9 +244,20 @@ async fn main() -> anyhow::Result<()> {
         .into_inner()
         .access_token;
     let clients: Arc<Vec<_>> = Arc::new((0..args.concurrency).map(client).collect());
+    // An email locked by five wrong passwords.
+    let locked_email = format!("locked-{}@example.com", uuid::Uuid::new_v4().simple());
+    for _ in 0..5 {
+        let _ = c
+            .login(pb::LoginRequest {
+                email: locked_email.clone(),
+                password: "wrong password".into(),
+            })
+            .await;
+    }
 
     // Rounds alternate baseline and measurement so drift on a noisy machine hits both.
-    let (mut verify_ratios, mut login_ratios) = (Vec::new(), Vec::new());
+    let (mut verify_ratios, mut login_ratios, mut locked_ratios) =
+        (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         println!("round {round}");
         let verify_base = raw_verify();
@@ -276,8 +292,36 @@ async fn main() -> anyhow::Result<()> {
             .await
         };
         report("Login", &login);
+        let hashes_before = hash_pool.as_ref().map(|p| p.computed());
+        let locked = {
+            let clients = Arc::clone(&clients);
+            let email = locked_email.clone();
+            measure(args.concurrency, duration, move |w| {
+                let mut c = clients[w].clone();
+                let req = pb::LoginRequest {
+                    email: email.clone(),
+                    password: "correct horse battery".into(),
+                };
+                async move {
+                    match c.login(req).await {
+                        Err(s) if s.code() == Code::Unauthenticated => Ok(()),
+                        Ok(_) => Err(tonic::Status::internal("a locked email logged in")),
+                        Err(s) => Err(s),
+                    }
+                }
+            })
+            .await
+        };
+        report("Locked", &locked);
+        if let (Some(pool), Some(before)) = (&hash_pool, hashes_before) {
+            println!(
+                "  argon2 computations during the locked flood: {}",
+                pool.computed() - before
+            );
+        }
         verify_ratios.push(validate.per_second / verify_base);
         login_ratios.push(login.per_second / hash_base);
+        locked_ratios.push(locked.per_second / hash_base);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -288,6 +332,10 @@ async fn main() -> anyhow::Result<()> {
         args.rounds,
         100.0 * median(&mut verify_ratios),
         100.0 * median(&mut login_ratios)
+    );
+    println!(
+        "locked-email Login / raw hash = {:.0}x (attempts on a locked email cost no hash)",
+        median(&mut locked_ratios)
     );
     Ok(())
 }

@@ -1,14 +1,16 @@
-//! The non-serving subcommands: `migrate` and `create-user`/`create-admin`.
+//! The non-serving subcommands: `migrate`, `create-user`/`create-admin` and `keys`.
 
 use std::io::Read as _;
 
 use crate::{
     accounts::{self, NewAccount, ROLE_ADMIN},
-    config::{AccountArgs, MigrateAction, StoreArgs},
+    config::{AccountArgs, KeyArgs, KeysAction, MigrateAction, StoreArgs},
     error::AuthError,
+    keys::{KeyInfo, KeyManager},
     passwords::{HashPool, Password},
     startup::{StartupError, ensure_data_dir},
     storage::{StorageError, Store, UserRecord},
+    tokens::KeyError,
 };
 
 /// Failures of a CLI command; printed as one line.
@@ -29,6 +31,58 @@ pub enum CliError {
     /// Configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// A signing key operation failed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+}
+
+fn key_line(key: &KeyInfo) -> String {
+    let at = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let mut line = format!(
+        "{:<9} {}  signing from {}",
+        key.state.as_str(),
+        key.kid,
+        at(key.signing_from)
+    );
+    if let Some(until) = key.verify_until {
+        line.push_str(&format!("  verifies until {}", at(until)));
+    }
+    if let Some(retired) = key.retired_at {
+        line.push_str(&format!("  retired {}", at(retired)));
+    }
+    line
+}
+
+/// `auth-server keys list|rotate|retire`; returns lines to print.
+pub async fn keys(args: &KeyArgs, action: KeysAction) -> Result<Vec<String>, CliError> {
+    let db = open(&args.store).await?;
+    if !db.is_migrated().await? {
+        return Err(StartupError::NotMigrated.into());
+    }
+    let manager = KeyManager::new(
+        db.clone(),
+        &args.key_file(),
+        std::time::Duration::from_secs(args.access_token_ttl_secs),
+    )?;
+    manager.ensure_keys(&args.store.data_dir).await?;
+    let lines = match action {
+        KeysAction::List => manager.list().await?.iter().map(key_line).collect(),
+        KeysAction::Rotate { activate_in_secs } => {
+            let key = manager
+                .rotate(std::time::Duration::from_secs(activate_in_secs))
+                .await?;
+            vec![format!("rotated: {}", key_line(&key))]
+        }
+        KeysAction::Retire { kid } => {
+            let key = manager.retire(kid.trim()).await?;
+            vec![format!("retired: {}", key_line(&key))]
+        }
+    };
+    db.close().await;
+    Ok(lines)
 }
 
 impl From<AuthError> for CliError {

@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC server (creates and migrates the embedded SQLite database on first start).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply, roll back or show the schema migrations.
     Migrate {
         /// Where the data lives.
@@ -41,6 +41,59 @@ pub enum Command {
     CreateUser(CreateUserArgs),
     /// Add an account with role `admin`; the password is read from standard input.
     CreateAdmin(CreateAdminArgs),
+    /// List, rotate or retire the access-token signing keys.
+    Keys {
+        /// Where the keys live.
+        #[command(flatten)]
+        keys: KeyArgs,
+        /// Key action.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+/// `keys` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysAction {
+    /// List every key with its state (pending, signing, verifying, expired, retired).
+    List,
+    /// Add a key that becomes the signer after `--activate-in-secs`; the old key keeps
+    /// verifying until its tokens have expired, so nobody is logged out.
+    Rotate {
+        /// Seconds until the new key signs; every replica reloads keys within
+        /// `--key-refresh-secs`, so keep this longer than that (0 for an emergency).
+        #[arg(long, default_value_t = 60)]
+        activate_in_secs: u64,
+    },
+    /// Retire a key at once: tokens it signed stop verifying (for a leaked key).
+    Retire {
+        /// The key id (`k4.pid.…`), as `keys list` shows it.
+        kid: String,
+    },
+}
+
+/// Where signing keys live: the database and the key-encryption key.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// Where the data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Key-encryption key file (base64 32 bytes, created if missing). Default: `kek.key` in the
+    /// data dir. Every replica needs the same file.
+    #[arg(long, env = "AUTH_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Access token lifetime in seconds (how long a replaced key keeps verifying).
+    #[arg(long, env = "AUTH_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+}
+
+impl KeyArgs {
+    /// The key-encryption key file to use.
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.store.data_dir.join(crate::keys::KEK_FILE))
+    }
 }
 
 /// `migrate` actions.
@@ -174,6 +227,13 @@ pub struct ServeArgs {
     /// How often (ms) the event feed polls the outbox even without a notification.
     #[arg(long, env = "AUTH_EVENT_POLL_MS", default_value_t = 1000)]
     pub event_poll_ms: u64,
+    /// Key-encryption key file that seals the signing keys in the database (base64 32 bytes,
+    /// created if missing). Default: `kek.key` in the data dir. Every replica needs the same file.
+    #[arg(long, env = "AUTH_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// How often (seconds) signing keys are reloaded from the database (rotations, retirements).
+    #[arg(long, env = "AUTH_KEY_REFRESH_SECS", default_value_t = 30)]
+    pub key_refresh_secs: u64,
     /// Password hashing parameters.
     #[command(flatten)]
     pub hashing: HashingArgs,
@@ -369,6 +429,10 @@ pub struct Settings {
     pub event_feed_capacity: usize,
     /// Lockout, rate limits, audit, reset and mail.
     pub protection: ProtectionSettings,
+    /// Key-encryption key file.
+    pub key_file: PathBuf,
+    /// Signing key reload interval.
+    pub key_refresh_interval: Duration,
 }
 
 /// A database URL with its password (if any) replaced by `[redacted]`, for logs and `Debug`.
@@ -502,6 +566,11 @@ impl ServeArgs {
             event_poll_interval: Duration::from_millis(self.event_poll_ms.max(10)),
             event_feed_capacity: crate::events::FEED_CAPACITY,
             protection: self.protection.settings()?,
+            key_file: self
+                .key_file
+                .clone()
+                .unwrap_or_else(|| self.store.data_dir.join(crate::keys::KEK_FILE)),
+            key_refresh_interval: Duration::from_secs(self.key_refresh_secs.clamp(1, 3600)),
         })
     }
 }
@@ -526,6 +595,8 @@ impl Settings {
             hash_queue: 64,
             db_max_connections: 16,
             event_poll_ms: 1000,
+            key_file: None,
+            key_refresh_secs: 30,
             hashing: HashingArgs {
                 argon2_memory_kib: 19_456,
                 argon2_iterations: 2,

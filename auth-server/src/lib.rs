@@ -13,8 +13,10 @@
 //! | [`mail`] | reset mails over SMTP |
 //! | [`secrets`] | opaque bearer secrets (refresh, reset, MFA tokens) and their hashes |
 //! | [`keyfile`] | secret files in the data dir |
+//! | [`sealing`] | encryption at rest (TOTP secrets, signing keys) under a key file |
 //! | [`passwords`] | argon2id on a bounded pool; email and password rules |
 //! | [`tokens`] | PASETO v4.public access tokens and the signing key set |
+//! | [`keys`] | signing keys in the database: load, rotate, retire, reload |
 //! | [`revocation`] | the in-memory revoked-session set behind `Validate` |
 //! | [`events`] | the user event feed: tailer, fan-out to streams, LISTEN/NOTIFY, snapshots |
 //! | [`storage`] | sea-orm entities and repository functions (SQLite and PostgreSQL) |
@@ -29,12 +31,14 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod keyfile;
+pub mod keys;
 pub mod limits;
 pub mod mail;
 pub mod mfa;
 pub mod passwords;
 pub mod protection;
 pub mod revocation;
+pub mod sealing;
 pub mod secrets;
 pub mod service;
 pub mod startup;

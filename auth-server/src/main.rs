@@ -47,6 +47,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let user = cli::create_user(&args.account, cli::admin_roles()).await?;
             println!("created admin {} <{}>", user.id, user.email);
         }
+        Command::Keys { keys, action } => {
+            for line in cli::keys(&keys, action).await? {
+                println!("{line}");
+            }
+        }
     }
     Ok(())
 }

@@ -9,39 +9,24 @@
 
 use std::{fmt, path::Path};
 
-use base64::Engine as _;
-use chacha20poly1305::{
-    KeyInit as _, XChaCha20Poly1305, XNonce,
-    aead::{Aead as _, Payload},
-};
 use rand::RngCore as _;
 use totp_rs::{Algorithm, Secret, Totp};
+
+use crate::sealing::{SealError, SealingKey};
 
 /// Name of the key file in the data dir.
 pub const KEY_FILE: &str = "mfa.key";
 /// Number of recovery codes issued at enrollment.
 pub const RECOVERY_CODES: usize = 10;
 const STEP_SECS: u64 = 30;
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
 /// MFA failures.
 #[derive(Debug, thiserror::Error)]
 pub enum MfaError {
-    /// The key file could not be read or created.
-    #[error("MFA key file {path}: {source}")]
-    KeyFile {
-        /// The file.
-        path: std::path::PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The key file does not hold a 32-byte key.
-    #[error("MFA key file {0} is not a base64 32-byte key")]
-    BadKey(std::path::PathBuf),
-    /// A stored secret does not decrypt (wrong key file, or moved between users).
-    #[error("stored TOTP secret does not decrypt")]
-    Decrypt,
+    /// The key file failed, or a stored secret does not decrypt (wrong key file, or moved
+    /// between users).
+    #[error("MFA key: {0}")]
+    Seal(#[from] SealError),
     /// The TOTP parameters were refused (cannot happen with the fixed ones).
     #[error("TOTP setup: {0}")]
     Totp(String),
@@ -111,80 +96,28 @@ impl TotpSecret {
 }
 
 /// Encrypts and decrypts TOTP secrets with the data dir's key.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct MfaCipher {
-    cipher: XChaCha20Poly1305,
-}
-
-impl fmt::Debug for MfaCipher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MfaCipher([redacted])")
-    }
+    key: SealingKey,
 }
 
 impl MfaCipher {
     /// Loads `<data dir>/mfa.key`, creating it on first use.
     pub fn load_or_generate(data_dir: &Path) -> Result<Self, MfaError> {
-        let path = data_dir.join(KEY_FILE);
-        let io = |source| MfaError::KeyFile {
-            path: path.clone(),
-            source,
-        };
-        crate::keyfile::create_private_dir(data_dir).map_err(io)?;
-        if !path.exists() {
-            let mut key = [0u8; 32];
-            rand::rng().fill_bytes(&mut key);
-            if crate::keyfile::publish_once(&path, B64.encode(key).as_bytes()).map_err(io)? {
-                tracing::info!(path = %path.display(), "generated the MFA encryption key");
-            }
-        }
-        let text = std::fs::read_to_string(&path).map_err(io)?;
-        let key = B64
-            .decode(text.trim())
-            .ok()
-            .filter(|k| k.len() == 32)
-            .ok_or_else(|| MfaError::BadKey(path.clone()))?;
-        let cipher = XChaCha20Poly1305::new_from_slice(&key).map_err(|_| MfaError::BadKey(path))?;
-        Ok(Self { cipher })
+        Ok(Self {
+            key: SealingKey::load_or_generate(&data_dir.join(KEY_FILE))?,
+        })
     }
 
     /// base64(nonce || ciphertext) of the secret, bound to `user_id`.
     pub fn encrypt(&self, user_id: &str, secret: &TotpSecret) -> Result<String, MfaError> {
-        let mut nonce = [0u8; 24];
-        rand::rng().fill_bytes(&mut nonce);
-        let sealed = self
-            .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &secret.0,
-                    aad: user_id.as_bytes(),
-                },
-            )
-            .map_err(|_| MfaError::Decrypt)?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        Ok(B64.encode(out))
+        Ok(self.key.seal(user_id.as_bytes(), &secret.0)?)
     }
 
     /// The secret of `user_id` from its stored form.
     pub fn decrypt(&self, user_id: &str, stored: &str) -> Result<TotpSecret, MfaError> {
-        let bytes = B64.decode(stored).map_err(|_| MfaError::Decrypt)?;
-        if bytes.len() < 24 {
-            return Err(MfaError::Decrypt);
-        }
-        let (nonce, sealed) = bytes.split_at(24);
-        let plain = self
-            .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: user_id.as_bytes(),
-                },
-            )
-            .map_err(|_| MfaError::Decrypt)?;
-        let secret: [u8; 20] = plain.try_into().map_err(|_| MfaError::Decrypt)?;
+        let plain = self.key.open(user_id.as_bytes(), stored)?;
+        let secret: [u8; 20] = plain.try_into().map_err(|_| SealError::Open)?;
         Ok(TotpSecret(secret))
     }
 }

@@ -15,6 +15,7 @@ use crate::{
     accounts::{AccountSettings, Accounts},
     config::Settings,
     events::{EventHub, FeedSettings},
+    keys::{KeyManager, spawn_key_refresher},
     limits::MessageLimitLayer,
     mail::{MailError, Mailer},
     mfa::{MfaCipher, MfaError},
@@ -23,7 +24,7 @@ use crate::{
     revocation::Revocations,
     service::{AdminApi, AuthApi, RequestGuard},
     storage::{self, StorageError, Store},
-    tokens::{KeyError, KeySet, TokenIssuer},
+    tokens::{KeyError, TokenIssuer},
 };
 
 /// Largest request message accepted; larger ones are `RESOURCE_EXHAUSTED`.
@@ -90,6 +91,8 @@ pub struct Application {
     store: Store,
     settings: Settings,
     hash_pool: HashPool,
+    keys: KeyManager,
+    tokens: Arc<TokenIssuer>,
 }
 
 /// Creates the data dir with mode 0700.
@@ -122,9 +125,10 @@ impl Application {
     /// Opens storage, loads keys and revocations, and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let store = open_store(&settings).await?;
-        let keys = KeySet::load_or_generate(&settings.data_dir)?;
+        let keys = KeyManager::new(store.clone(), &settings.key_file, settings.access_token_ttl)?;
+        keys.ensure_keys(&settings.data_dir).await?;
         let tokens = Arc::new(TokenIssuer::new(
-            keys,
+            keys.load().await?,
             settings.issuer.clone(),
             settings.access_token_ttl,
         ));
@@ -147,7 +151,7 @@ impl Application {
         let accounts = Accounts::new(
             store.clone(),
             hasher,
-            tokens,
+            Arc::clone(&tokens),
             revocations,
             AccountSettings {
                 allow_registration: settings.allow_registration,
@@ -180,6 +184,8 @@ impl Application {
             store,
             settings,
             hash_pool,
+            keys,
+            tokens,
         })
     }
 
@@ -210,6 +216,8 @@ impl Application {
             store,
             settings,
             hash_pool: _,
+            keys,
+            tokens,
         } = self;
         // The feed reads the event head first; every revocation up to it is in the sessions
         // table, loaded next, and every later one reaches the set through the feed.
@@ -239,6 +247,7 @@ impl Application {
             ClientAddrResolver::new(settings.protection.trusted_proxies.clone()),
             RateLimiter::new(settings.protection.rate_limit),
         );
+        let key_task = spawn_key_refresher(keys, tokens, settings.key_refresh_interval);
         let housekeeping_task = spawn_housekeeping(
             store.clone(),
             guard.limiter().clone(),
@@ -282,6 +291,7 @@ impl Application {
         health_task.abort();
         prune_task.abort();
         housekeeping_task.abort();
+        key_task.abort();
         store.close().await;
         tracing::info!("auth-server stopped");
         Ok(result?)

@@ -107,6 +107,26 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// Adds a signing key that signs from now on, as `auth-server keys rotate
+    /// --activate-in-secs 0` does; a running server picks it up on its next key reload.
+    pub async fn rotate_key(&self) -> String {
+        let store = crate::storage::Store::connect(&self.settings.database_url, 2)
+            .await
+            .expect("store");
+        let keys = crate::keys::KeyManager::new(
+            store.clone(),
+            &self.settings.key_file,
+            self.settings.access_token_ttl,
+        )
+        .expect("key manager");
+        let info = keys
+            .rotate(std::time::Duration::ZERO)
+            .await
+            .expect("rotate");
+        store.close().await;
+        info.kid
+    }
+
     /// An account with roles (and [`PASSWORD`]), created directly in the database as
     /// `create-user` would.
     pub async fn account_with_roles(&self, email: &str, roles: &[&str]) {

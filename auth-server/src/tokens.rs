@@ -1,15 +1,18 @@
 //! Access tokens: PASETO `v4.public` (Ed25519) signed with the current key of a [`KeySet`],
 //! verified against any key of the set, so a key can rotate without logging anyone out.
 //!
-//! Keys live in `<data dir>/keys/*.paserk` (PASERK `k4.secret.`, file mode 0600). On first start
-//! `signing-0001.paserk` is generated; every file verifies, the last by name signs (so a
-//! rotation adds e.g. `signing-0002.paserk`). Claims: `sub`, `sid`, `roles`,
-//! `iss`, `iat`, `nbf`, `exp`, `jti`; the footer carries `kid` (the PASERK `k4.pid.` id).
+//! Every key has a signing start; the signer is the key with the latest start that has begun.
+//! A key replaced as signer keeps verifying for one access-token lifetime (plus leeway), after
+//! which no token it signed can still be valid; a key not yet signing already verifies, so
+//! replicas that pick a rotation up at slightly different moments accept each other's tokens.
+//! Where keys are stored and rotated is [`crate::keys`]. Claims: `sub`, `sid`, `roles`, `iss`,
+//! `iat`, `nbf`, `exp`, `jti`; the footer carries `kid` (the PASERK `k4.pid.` id).
 
 use std::{
     collections::HashMap,
     fmt, fs,
     path::{Path, PathBuf},
+    sync::{Arc, RwLock},
     time::Duration,
 };
 
@@ -25,10 +28,8 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 /// Longest token accepted for parsing; longer input is refused without work.
 pub const MAX_TOKEN_BYTES: usize = 4096;
-/// Name of the key generated on first start; later keys sort after it.
-const FIRST_KEY_FILE: &str = "signing-0001.paserk";
 /// Clock skew tolerated on `nbf`/`iat`.
-const LEEWAY: Duration = Duration::from_secs(30);
+pub const LEEWAY: Duration = Duration::from_secs(30);
 
 /// Why a token is refused. Each maps to an `ErrorInfo` reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -112,6 +113,27 @@ pub enum KeyError {
     /// Key generation or encoding failed.
     #[error("key generation failed")]
     Generate,
+    /// A stored private key does not open with the key-encryption key.
+    #[error("signing key {kid} does not open with the key-encryption key ({source})")]
+    Sealed {
+        /// The key.
+        kid: String,
+        /// The cause.
+        #[source]
+        source: crate::sealing::SealError,
+    },
+    /// The key-encryption key file failed.
+    #[error("key-encryption key: {0}")]
+    Kek(#[source] crate::sealing::SealError),
+    /// The key database failed.
+    #[error("signing key storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    /// No key with this id.
+    #[error("no signing key {0}")]
+    Unknown(String),
+    /// The request would leave no key to sign with.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// One Ed25519 key pair with its PASERK id.
@@ -145,6 +167,20 @@ impl SigningKey {
         })
     }
 
+    /// A key from its PASERK `k4.secret.…`.
+    pub fn from_secret_paserk(paserk: &str) -> Result<Self, KeyError> {
+        let secret = AsymmetricSecretKey::<V4>::try_from(paserk.trim())
+            .map_err(|_| KeyError::Parse(PathBuf::from("<stored key>")))?;
+        Self::from_secret(secret)
+    }
+
+    /// The private key as PASERK `k4.secret.…` (to seal; never to log).
+    pub fn secret_paserk(&self) -> Result<String, KeyError> {
+        let mut out = String::new();
+        self.secret.fmt(&mut out).map_err(|_| KeyError::Generate)?;
+        Ok(out)
+    }
+
     /// Generates a fresh key pair.
     pub fn generate() -> Result<Self, KeyError> {
         let pair = AsymmetricKeyPair::<V4>::generate().map_err(|_| KeyError::Generate)?;
@@ -165,31 +201,114 @@ impl SigningKey {
     }
 }
 
+/// A key of a [`KeySet`] with its window.
+#[derive(Debug)]
+pub struct KeyEntry {
+    key: SigningKey,
+    signing_from: OffsetDateTime,
+    verify_until: Option<OffsetDateTime>,
+}
+
+impl KeyEntry {
+    /// Key id.
+    pub fn kid(&self) -> &str {
+        &self.key.kid
+    }
+
+    /// Public PASERK.
+    pub fn public_paserk(&self) -> String {
+        self.key.public_paserk()
+    }
+
+    /// When it starts (or started) signing.
+    pub fn signing_from(&self) -> OffsetDateTime {
+        self.signing_from
+    }
+
+    /// When it stops verifying (`None`: while it signs, and one access token lifetime after).
+    pub fn verify_until(&self) -> Option<OffsetDateTime> {
+        self.verify_until
+    }
+}
+
+/// A key with its signing start, as loaded from storage.
+#[derive(Debug)]
+pub struct StoredKey {
+    /// The key.
+    pub key: SigningKey,
+    /// When it starts signing.
+    pub signing_from: OffsetDateTime,
+}
+
 /// The signing key and every verification key.
 #[derive(Debug)]
 pub struct KeySet {
-    keys: Vec<SigningKey>,
+    /// By signing start, oldest first.
+    entries: Vec<KeyEntry>,
     by_kid: HashMap<String, usize>,
 }
 
 impl KeySet {
-    /// A set of the given keys; the last one signs.
+    /// A set of the given keys, all valid now; the last one signs (tests, benchmarks).
     pub fn new(keys: Vec<SigningKey>) -> Result<Self, KeyError> {
-        if keys.is_empty() {
-            return Err(KeyError::Generate);
-        }
-        let by_kid = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.kid.clone(), i))
-            .collect();
-        Ok(Self { keys, by_kid })
+        let start = OffsetDateTime::UNIX_EPOCH;
+        Self::from_entries(
+            keys.into_iter()
+                .map(|key| KeyEntry {
+                    key,
+                    signing_from: start,
+                    verify_until: None,
+                })
+                .collect(),
+        )
     }
 
-    /// Loads `<dir>/keys/*.paserk`, generating the first key if there is none.
-    pub fn load_or_generate(data_dir: &Path) -> Result<Self, KeyError> {
+    fn from_entries(entries: Vec<KeyEntry>) -> Result<Self, KeyError> {
+        if entries.is_empty() {
+            return Err(KeyError::Refused("no signing key".into()));
+        }
+        let by_kid = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.key.kid.clone(), i))
+            .collect();
+        Ok(Self { entries, by_kid })
+    }
+
+    /// The verifying set at `now` from stored (unretired) keys: a key stops verifying one
+    /// access token lifetime plus leeway after the next key began signing; such expired keys
+    /// are left out.
+    pub fn from_stored(
+        mut keys: Vec<StoredKey>,
+        now: OffsetDateTime,
+        access_ttl: Duration,
+    ) -> Result<Self, KeyError> {
+        keys.sort_by_key(|k| k.signing_from);
+        let starts: Vec<OffsetDateTime> = keys.iter().map(|k| k.signing_from).collect();
+        let mut entries = Vec::with_capacity(keys.len());
+        for (i, stored) in keys.into_iter().enumerate() {
+            // Replaced once the next key that has begun signing took over.
+            let replaced_at = starts[i + 1..].iter().copied().find(|&s| s <= now);
+            let verify_until = replaced_at.map(|at| at + access_ttl + LEEWAY);
+            if verify_until.is_some_and(|until| until <= now) {
+                continue;
+            }
+            entries.push(KeyEntry {
+                key: stored.key,
+                signing_from: stored.signing_from,
+                verify_until,
+            });
+        }
+        Self::from_entries(entries)
+    }
+
+    /// Private key files of the file-based layout (`<data dir>/keys/*.paserk`, before keys
+    /// moved to the database), by name: imported once on first start.
+    pub fn legacy_files(data_dir: &Path) -> Result<Vec<SigningKey>, KeyError> {
         let dir = data_dir.join("keys");
-        create_private_dir(&dir)?;
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| KeyError::Io { path, source }
@@ -200,25 +319,6 @@ impl KeySet {
             .filter(|p| p.extension().is_some_and(|e| e == "paserk"))
             .collect();
         files.sort();
-        if files.is_empty() {
-            // Replicas sharing a data dir may start together: the first key has a fixed name and
-            // is published with an atomic hard link, so exactly one generated key wins and every
-            // process loads that one.
-            let key = SigningKey::generate()?;
-            let mut paserk = String::new();
-            key.secret
-                .fmt(&mut paserk)
-                .map_err(|_| KeyError::Generate)?;
-            let path = dir.join(FIRST_KEY_FILE);
-            match crate::keyfile::publish_once(&path, paserk.as_bytes()) {
-                Ok(true) => {
-                    tracing::info!(kid = %key.kid, path = %path.display(), "generated a new signing key");
-                    return Self::new(vec![key]);
-                }
-                Ok(false) => files.push(path),
-                Err(source) => return Err(KeyError::Io { path, source }),
-            }
-        }
         let mut keys = Vec::with_capacity(files.len());
         for path in files {
             let text = fs::read_to_string(&path).map_err(io(&path))?;
@@ -226,30 +326,41 @@ impl KeySet {
                 .map_err(|_| KeyError::Parse(path.clone()))?;
             keys.push(SigningKey::from_secret(secret)?);
         }
-        Self::new(keys)
+        Ok(keys)
     }
 
-    /// The key new tokens are signed with.
-    pub fn signer(&self) -> &SigningKey {
-        // `new` refuses an empty set.
-        &self.keys[self.keys.len() - 1]
+    /// The key that signs at `now`: the latest signing start that has begun.
+    pub fn signer_at(&self, now: OffsetDateTime) -> &KeyEntry {
+        self.entries
+            .iter()
+            .filter(|e| e.signing_from <= now)
+            .max_by_key(|e| e.signing_from)
+            // Only keys that have not begun (a clock far behind): the earliest of them.
+            .unwrap_or(&self.entries[0])
     }
 
-    /// Every key, signer first.
-    pub fn keys(&self) -> impl Iterator<Item = &SigningKey> {
-        self.keys.iter().rev()
+    /// The key that signs now.
+    pub fn signer(&self) -> &KeyEntry {
+        self.signer_at(OffsetDateTime::now_utc())
     }
 
-    fn find(&self, kid: &str) -> Option<&SigningKey> {
-        self.by_kid.get(kid).map(|&i| &self.keys[i])
+    /// Every verifying key, latest signing start first.
+    pub fn keys(&self) -> impl Iterator<Item = &KeyEntry> {
+        self.entries.iter().rev()
     }
-}
 
-fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
-    crate::keyfile::create_private_dir(dir).map_err(|source| KeyError::Io {
-        path: dir.to_owned(),
-        source,
-    })
+    fn find(&self, kid: &str) -> Option<&KeyEntry> {
+        self.by_kid.get(kid).map(|&i| &self.entries[i])
+    }
+
+    fn same_keys(&self, other: &KeySet) -> bool {
+        self.entries.len() == other.entries.len()
+            && self.entries.iter().zip(&other.entries).all(|(a, b)| {
+                a.key.kid == b.key.kid
+                    && a.signing_from == b.signing_from
+                    && a.verify_until == b.verify_until
+            })
+    }
 }
 
 /// What a verified access token says.
@@ -307,7 +418,7 @@ impl fmt::Debug for IssuedToken {
 /// Issues and verifies access tokens.
 #[derive(Debug)]
 pub struct TokenIssuer {
-    keys: KeySet,
+    keys: RwLock<Arc<KeySet>>,
     issuer: String,
     ttl: Duration,
     verified: VerifiedCache,
@@ -342,6 +453,13 @@ impl VerifiedCache {
         entries.get(key).cloned()
     }
 
+    fn clear(&self) {
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     fn insert(&self, key: [u8; 32], value: Cached, now: OffsetDateTime) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= VERIFIED_CACHE_ENTRIES {
@@ -362,16 +480,35 @@ impl TokenIssuer {
     /// A new issuer.
     pub fn new(keys: KeySet, issuer: String, ttl: Duration) -> Self {
         Self {
-            keys,
+            keys: RwLock::new(Arc::new(keys)),
             issuer,
             ttl,
             verified: VerifiedCache::default(),
         }
     }
 
-    /// The key set.
-    pub fn keys(&self) -> &KeySet {
-        &self.keys
+    /// The key set now.
+    pub fn keys(&self) -> Arc<KeySet> {
+        Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Swaps in a reloaded key set; `true` if it differs. When a key left the set (retired or
+    /// expired), the verified-token cache is cleared so its tokens are checked again (and fail).
+    pub fn replace_keys(&self, keys: KeySet) -> bool {
+        let mut current = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if current.same_keys(&keys) {
+            return false;
+        }
+        let dropped = current
+            .by_kid
+            .keys()
+            .any(|kid| !keys.by_kid.contains_key(kid));
+        *current = Arc::new(keys);
+        drop(current);
+        if dropped {
+            self.verified.clear();
+        }
+        true
     }
 
     /// The `iss` of issued tokens.
@@ -406,7 +543,9 @@ impl TokenIssuer {
             exp: rfc3339(expires_at)?,
             jti: token_id.clone(),
         };
-        let signer = self.keys.signer();
+        let keys = self.keys();
+        // The precise time: `now` above is truncated to the second for the claims.
+        let signer = &keys.signer_at(OffsetDateTime::now_utc()).key;
         let payload = serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?;
         let footer = serde_json::to_vec(&WireFooter {
             kid: signer.kid.clone(),
@@ -465,8 +604,12 @@ impl TokenIssuer {
             UntrustedToken::<Public, V4>::try_from(token).map_err(|_| TokenError::Malformed)?;
         let footer: WireFooter = serde_json::from_slice(untrusted.untrusted_footer())
             .map_err(|_| TokenError::Malformed)?;
-        let key = self.keys.find(&footer.kid).ok_or(TokenError::UnknownKey)?;
-        let trusted = PublicToken::verify(&key.public, &untrusted, None, None)
+        let keys = self.keys();
+        let entry = keys.find(&footer.kid).ok_or(TokenError::UnknownKey)?;
+        if entry.verify_until.is_some_and(|until| until <= now) {
+            return Err(TokenError::UnknownKey);
+        }
+        let trusted = PublicToken::verify(&entry.key.public, &untrusted, None, None)
             .map_err(|_| TokenError::BadSignature)?;
         let claims: WireClaims =
             serde_json::from_str(trusted.payload()).map_err(|_| TokenError::Malformed)?;
@@ -565,5 +708,59 @@ mod tests {
         let fresh = rotated.issue("u1", "s1", &[]).expect("issue").token;
         assert!(rotated.verify(&fresh).is_ok());
         assert_ne!(rotated.keys().signer().kid(), before.keys().signer().kid());
+    }
+
+    fn copy(key: &SigningKey) -> SigningKey {
+        SigningKey::from_secret_paserk(&key.secret_paserk().expect("paserk")).expect("copy")
+    }
+
+    #[test]
+    fn stored_keys_verify_until_one_token_lifetime_after_being_replaced() {
+        let now = OffsetDateTime::now_utc();
+        let ttl = Duration::from_secs(900);
+        let (a, b, c) = (
+            SigningKey::generate().expect("key"),
+            SigningKey::generate().expect("key"),
+            SigningKey::generate().expect("key"),
+        );
+        let stored = |key: &SigningKey, offset: i64| StoredKey {
+            key: copy(key),
+            signing_from: now + time::Duration::seconds(offset),
+        };
+        // B took over 10 minutes ago: A still verifies; C is pending and already verifies.
+        let set = KeySet::from_stored(
+            vec![stored(&a, -3600), stored(&b, -600), stored(&c, 60)],
+            now,
+            ttl,
+        )
+        .expect("set");
+        assert_eq!(set.signer_at(now).kid(), b.kid());
+        assert_eq!(set.signer_at(now + Duration::from_secs(61)).kid(), c.kid());
+        assert_eq!(set.keys().count(), 3);
+        let a_entry = set.find(a.kid()).expect("a verifies");
+        assert_eq!(
+            a_entry.verify_until(),
+            Some(now + time::Duration::seconds(-600) + ttl + LEEWAY)
+        );
+        assert_eq!(set.find(b.kid()).and_then(|e| e.verify_until()), None);
+        // B took over 20 minutes ago: nothing A signed can be valid, so A is gone.
+        let set =
+            KeySet::from_stored(vec![stored(&a, -3600), stored(&b, -1200)], now, ttl).expect("set");
+        assert!(set.find(a.kid()).is_none());
+        assert_eq!(set.signer().kid(), b.kid());
+    }
+
+    #[test]
+    fn a_key_leaving_the_set_stops_its_cached_tokens() {
+        let (a, b) = (
+            SigningKey::generate().expect("key"),
+            SigningKey::generate().expect("key"),
+        );
+        let tokens = issuer(vec![copy(&a)]);
+        let token = tokens.issue("u1", "s1", &[]).expect("issue").token;
+        assert!(tokens.verify(&token).is_ok(), "now cached");
+        assert!(!tokens.replace_keys(KeySet::new(vec![copy(&a)]).expect("same")));
+        assert!(tokens.replace_keys(KeySet::new(vec![b]).expect("without a")));
+        assert_eq!(tokens.verify(&token), Err(TokenError::UnknownKey));
     }
 }

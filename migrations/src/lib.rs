@@ -9,6 +9,7 @@ pub use sea_orm_migration::{MigrationStatus, MigratorTrait};
 
 mod m20261126_000001_core;
 mod m20261126_000002_protection;
+mod m20261126_000003_signing_keys;
 
 /// Runs the migrations in order.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_core::Migration),
             Box::new(m20261126_000002_protection::Migration),
+            Box::new(m20261126_000003_signing_keys::Migration),
         ]
     }
 }

@@ -217,12 +217,10 @@ async fn revocation_events_evict_cached_tokens_within_a_second() {
 /// `GetPublicKeys`; revocation comes from events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_mode_verifies_locally_and_follows_a_key_rotation() {
-    use pasetors::{
-        keys::{AsymmetricKeyPair, Generate},
-        paserk::FormatAsPaserk,
-        version4::V4,
-    };
-    let mut server = Server::start(false, |_| {}).await;
+    let server = Server::start(false, |s| {
+        s.key_refresh_interval = Duration::from_millis(100);
+    })
+    .await;
     let before = server.user("offline@example.com").await;
     let validator = auth_client::Validator::builder(server.client())
         .ttl(LONG)
@@ -235,17 +233,9 @@ async fn offline_mode_verifies_locally_and_follows_a_key_rotation() {
         .expect("valid offline");
     assert_eq!(principal.session_id, before.session_id);
 
-    // Rotate: a second key file sorts after the first and becomes the signer.
-    server.stop().await;
-    let pair = AsymmetricKeyPair::<V4>::generate().expect("key");
-    let mut paserk = String::new();
-    pair.secret.fmt(&mut paserk).expect("paserk");
-    std::fs::write(
-        server.settings.data_dir.join("keys/signing-0002.paserk"),
-        paserk,
-    )
-    .expect("write key");
-    server.resume().await;
+    // Rotate while the server runs, as `auth-server keys rotate --activate-in-secs 0` does.
+    server.rotate_key().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let after = server
         .client()
         .login("offline@example.com", PASSWORD)

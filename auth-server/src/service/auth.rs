@@ -116,15 +116,13 @@ impl AuthService for AuthApi {
                 mfa_token: String::new(),
                 mfa_token_expires_at: None
             ),
+            // No profile data before the second factor: the password alone shows nothing.
             LoginOutcome::MfaRequired {
-                token,
-                expires_at,
-                user,
+                token, expires_at, ..
             } => pb::LoginResponse {
                 mfa_required: true,
                 mfa_token: token.expose().to_owned(),
                 mfa_token_expires_at: Some(timestamp(expires_at)),
-                user: Some(user_pb(&user)),
                 ..Default::default()
             },
         };
@@ -196,14 +194,16 @@ impl AuthService for AuthApi {
         _request: Request<pb::GetPublicKeysRequest>,
     ) -> Result<Response<pb::GetPublicKeysResponse>, Status> {
         let tokens = self.accounts.tokens();
-        let signer = tokens.keys().signer().kid().to_owned();
-        let keys = tokens
-            .keys()
+        let set = tokens.keys();
+        let signer = set.signer().kid().to_owned();
+        let keys = set
             .keys()
             .map(|k| pb::PublicKey {
                 key_id: k.kid().to_owned(),
                 paserk: k.public_paserk(),
                 signing: k.kid() == signer,
+                valid_from: Some(timestamp(k.signing_from())),
+                valid_until: k.verify_until().map(timestamp),
             })
             .collect();
         Ok(Response::new(pb::GetPublicKeysResponse {

@@ -400,3 +400,44 @@ pub mod mfa_challenges {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `signing_keys`: every access-token signing key, private half sealed.
+pub mod signing_keys {
+    use sea_orm::entity::prelude::*;
+
+    /// A key. Its `Debug` hides the sealed secret.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "signing_keys")]
+    pub struct Model {
+        /// PASERK id `k4.pid.…`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kid: String,
+        /// PASERK `k4.public.…`.
+        pub public_paserk: String,
+        /// Sealed PASERK `k4.secret.…`.
+        pub secret_sealed: String,
+        /// Creation.
+        pub created_at: i64,
+        /// When it starts signing (later keys take over from earlier ones).
+        pub signing_from: i64,
+        /// Set when retired: it no longer verifies anything.
+        pub retired_at: Option<i64>,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("SigningKey")
+                .field("kid", &self.kid)
+                .field("secret_sealed", &"[redacted]")
+                .field("signing_from", &self.signing_from)
+                .field("retired_at", &self.retired_at)
+                .finish()
+        }
+    }
+
+    /// No relations are navigated through the ORM.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

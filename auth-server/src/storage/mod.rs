@@ -9,6 +9,7 @@
 pub mod audit;
 mod entities;
 pub mod events;
+pub mod keys;
 pub mod mfa;
 pub mod resets;
 pub mod sessions;

@@ -12,7 +12,7 @@ both_backends!(
     migrate_down_and_up_round_trips_the_schema,
 );
 
-fn auth_server(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
+pub fn auth_server(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_auth-server"))
         .args(args)
         .env("AUTH_DATABASE_URL", &app.db.url)
@@ -155,8 +155,16 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert!(status(&app).contains("applied m20261126_000001_core"));
-    assert!(status(&app).contains("applied m20261126_000002_protection"));
+    const ALL: [&str; 3] = [
+        "m20261126_000001_core",
+        "m20261126_000002_protection",
+        "m20261126_000003_signing_keys",
+    ];
+    let now = status(&app);
+    assert!(
+        ALL.iter().all(|m| now.contains(&format!("applied {m}"))),
+        "{now}"
+    );
     // One step down undoes only the newest migration.
     let out = auth_server(&app, &["migrate", "down"], "");
     assert!(
@@ -165,15 +173,22 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         String::from_utf8_lossy(&out.stderr)
     );
     let now = status(&app);
-    assert!(now.contains("applied m20261126_000001_core"), "{now}");
-    assert!(now.contains("pending m20261126_000002_protection"), "{now}");
-    let out = auth_server(&app, &["migrate", "down"], "");
+    assert!(now.contains("applied m20261126_000002_protection"), "{now}");
+    assert!(
+        now.contains("pending m20261126_000003_signing_keys"),
+        "{now}"
+    );
+    let out = auth_server(&app, &["migrate", "down", "--steps", "10"], "");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(status(&app).contains("pending m20261126_000001_core"));
+    let now = status(&app);
+    assert!(
+        ALL.iter().all(|m| now.contains(&format!("pending {m}"))),
+        "{now}"
+    );
     let out = auth_server(&app, &["migrate", "up"], "");
     assert!(
         out.status.success(),
@@ -181,8 +196,10 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         String::from_utf8_lossy(&out.stderr)
     );
     let now = status(&app);
-    assert!(now.contains("applied m20261126_000001_core"), "{now}");
-    assert!(now.contains("applied m20261126_000002_protection"), "{now}");
+    assert!(
+        ALL.iter().all(|m| now.contains(&format!("applied {m}"))),
+        "{now}"
+    );
 
     // The schema is back and empty: the server starts, the old account is gone.
     let app = app.restart().await;

@@ -9,6 +9,7 @@ mod concurrency;
 mod events;
 mod health;
 mod helpers;
+mod keys;
 mod mfa;
 mod protection;
 mod reflection;

@@ -15,6 +15,7 @@ both_backends!(
     a_success_resets_the_failure_count,
     rate_limit_answers_resource_exhausted_with_retry_info_before_hashing,
     audit_trail_records_each_kind_with_its_subject_and_no_secret,
+    audit_retention_prunes_only_records_past_the_cutoff,
 );
 
 async fn five_failures_lock_an_unknown_email_without_hashing(db: Db) {
@@ -301,4 +302,23 @@ async fn audit_trail_records_each_kind_with_its_subject_and_no_secret(db: Db) {
         rows.iter()
             .all(|r| !format!("{r:?}").contains(&refresh_hash))
     );
+}
+
+async fn audit_retention_prunes_only_records_past_the_cutoff(db: Db) {
+    let app = spawn_app(db).await;
+    app.signed_up("old@example.com").await;
+    let cutoff = auth_server::storage::now_millis() + 1;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    app.signed_up("new@example.com").await;
+    let before = app.audit_rows().await.len();
+    assert_eq!(before, 4, "two registrations and two logins");
+    let store = app.store().await;
+    let pruned = auth_server::storage::audit::delete_audit_before(store.conn(), cutoff)
+        .await
+        .expect("prune");
+    store.close().await;
+    assert_eq!(pruned, 2);
+    let left = app.audit_rows().await;
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|r| r.occurred_at >= cutoff));
 }
