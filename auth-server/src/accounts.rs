@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use crate::{
     error::AuthError,
     mail::Mailer,
+    metrics::Metrics,
     mfa::{self, MfaCipher, TotpSecret},
     passwords::{self, HashPool, Password, PolicyError},
     revocation::Revocations,
@@ -97,6 +98,17 @@ pub struct AccountSettings {
     pub totp_issuer: String,
 }
 
+/// What the domain uses besides storage, hashing and tokens.
+#[derive(Debug)]
+pub struct AccountExtras {
+    /// Seals TOTP secrets.
+    pub mfa: MfaCipher,
+    /// Sends reset mails, if SMTP is configured.
+    pub mailer: Option<Mailer>,
+    /// Login outcome counters.
+    pub metrics: Metrics,
+}
+
 /// The account domain service.
 #[derive(Debug, Clone)]
 pub struct Accounts {
@@ -112,6 +124,7 @@ struct Inner {
     settings: AccountSettings,
     mfa: MfaCipher,
     mailer: Option<Mailer>,
+    metrics: Metrics,
 }
 
 impl From<PolicyError> for AuthError {
@@ -327,9 +340,13 @@ impl Accounts {
         tokens: Arc<TokenIssuer>,
         revocations: Revocations,
         settings: AccountSettings,
-        mfa: MfaCipher,
-        mailer: Option<Mailer>,
+        extras: AccountExtras,
     ) -> Self {
+        let AccountExtras {
+            mfa,
+            mailer,
+            metrics,
+        } = extras;
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -339,6 +356,7 @@ impl Accounts {
                 settings,
                 mfa,
                 mailer,
+                metrics,
             }),
         }
     }
@@ -449,6 +467,7 @@ impl Accounts {
         let user = storage::users::find_user_by_email(conn, &email).await?;
         let subject = user.as_ref().map(|u| u.id.as_str());
         if self.is_locked(&email, subject, client).await? {
+            self.inner.metrics.login("locked");
             return Err(AuthError::InvalidCredentials);
         }
         let lookup_id = subject.unwrap_or(NO_USER_ID);
@@ -460,6 +479,7 @@ impl Accounts {
                 let subject = user.as_ref().map(|u| u.id.as_str());
                 self.record_failure(&email, subject, AuditKind::LoginFailed, client)
                     .await?;
+                self.inner.metrics.login("failure");
                 tracing::info!("login failed");
                 return Err(AuthError::InvalidCredentials);
             }
@@ -468,12 +488,14 @@ impl Accounts {
             .await?
             .is_some_and(|t| t.confirmed)
         {
+            self.inner.metrics.login("mfa_required");
             return self.start_mfa_challenge(user, &email, client).await;
         }
         let tx = self.inner.store.begin_write().await?;
         let tokens = self
             .start_session(tx, user, &email, client, json!({ "mfa": false }))
             .await?;
+        self.inner.metrics.login("success");
         tracing::info!(user_id = %tokens.user.id, session_id = %tokens.session_id, jti = %tokens.access.token_id, "login ok");
         Ok(LoginOutcome::Session(tokens))
     }
@@ -524,6 +546,7 @@ impl Accounts {
         storage::audit::append_audit(&*tx, record).await?;
         tx.commit().await?;
         if let Some(until) = locked {
+            self.inner.metrics.lockout();
             tracing::warn!(locked_until = until, "email locked after repeated failures");
         }
         Ok(())
@@ -672,6 +695,7 @@ impl Accounts {
         let tokens = self
             .start_session(tx, user, &challenge.email, client, json!({ "mfa": method }))
             .await?;
+        self.inner.metrics.login("success");
         tracing::info!(user_id = %tokens.user.id, session_id = %tokens.session_id, jti = %tokens.access.token_id, method, "login ok (mfa)");
         Ok(tokens)
     }

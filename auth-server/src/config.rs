@@ -18,6 +18,15 @@ use crate::{mail::MailSettings, storage::throttle::LockoutPolicy};
 #[derive(Debug, Parser)]
 #[command(name = "auth-server", version, about)]
 pub struct Cli {
+    /// Log line format: `human` or `json` (one JSON object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "AUTH_LOG_FORMAT",
+        value_enum,
+        default_value = "human"
+    )]
+    pub log_format: crate::telemetry::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -231,6 +240,9 @@ pub struct ServeArgs {
     /// created if missing). Default: `kek.key` in the data dir. Every replica needs the same file.
     #[arg(long, env = "AUTH_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// Address of the operator HTTP listener (`/metrics`, `/livez`, `/readyz`); off if unset.
+    #[arg(long, env = "AUTH_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// How often (seconds) signing keys are reloaded from the database (rotations, retirements).
     #[arg(long, env = "AUTH_KEY_REFRESH_SECS", default_value_t = 30)]
     pub key_refresh_secs: u64,
@@ -431,6 +443,8 @@ pub struct Settings {
     pub protection: ProtectionSettings,
     /// Key-encryption key file.
     pub key_file: PathBuf,
+    /// Operator HTTP listener (metrics, liveness, readiness).
+    pub metrics_listen: Option<SocketAddr>,
     /// Signing key reload interval.
     pub key_refresh_interval: Duration,
 }
@@ -571,6 +585,7 @@ impl ServeArgs {
                 .clone()
                 .unwrap_or_else(|| self.store.data_dir.join(crate::keys::KEK_FILE)),
             key_refresh_interval: Duration::from_secs(self.key_refresh_secs.clamp(1, 3600)),
+            metrics_listen: self.metrics_listen,
         })
     }
 }
@@ -597,6 +612,7 @@ impl Settings {
             event_poll_ms: 1000,
             key_file: None,
             key_refresh_secs: 30,
+            metrics_listen: None,
             hashing: HashingArgs {
                 argon2_memory_kib: 19_456,
                 argon2_iterations: 2,

@@ -91,6 +91,9 @@ struct HubInner {
     published: watch::Sender<i64>,
     shutdown: watch::Sender<bool>,
     subscribers: AtomicUsize,
+    /// Each open stream's cursor (the last sequence it sent), for the lag metric.
+    cursors: std::sync::Mutex<std::collections::HashMap<u64, Arc<std::sync::atomic::AtomicI64>>>,
+    next_stream: std::sync::atomic::AtomicU64,
 }
 
 /// The background tasks of the feed; abort them (or call [`EventHub::close`]) at shutdown.
@@ -127,6 +130,8 @@ impl EventHub {
                 published,
                 shutdown,
                 subscribers: AtomicUsize::new(0),
+                cursors: Default::default(),
+                next_stream: Default::default(),
             }),
         };
         let wake = store.events_committed();
@@ -157,6 +162,18 @@ impl EventHub {
         self.inner.subscribers.load(Ordering::Relaxed)
     }
 
+    /// How far the slowest open stream is behind the newest published event (0 without streams).
+    pub fn max_subscriber_lag(&self) -> i64 {
+        let published = self.published();
+        let cursors = self.inner.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        cursors
+            .values()
+            .map(|c| published - c.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+            .max(0)
+    }
+
     /// Ends every stream (with [`StreamEnd::ShuttingDown`]).
     pub fn close(&self) {
         self.inner.shutdown.send_replace(true);
@@ -170,15 +187,28 @@ impl EventHub {
         let hub = self.clone();
         tokio::spawn(async move {
             hub.inner.subscribers.fetch_add(1, Ordering::Relaxed);
+            let id = hub.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+            let position = Arc::new(std::sync::atomic::AtomicI64::new(after));
+            hub.inner
+                .cursors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, Arc::clone(&position));
             let mut stream = Subscription {
                 hub: hub.clone(),
                 out: tx,
                 cursor: after,
+                position,
                 shutdown: hub.inner.shutdown.subscribe(),
             };
             if let Err(end) = stream.run(feed).await {
                 let _ = stream.out.try_send(Err(end));
             }
+            hub.inner
+                .cursors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
             hub.inner.subscribers.fetch_sub(1, Ordering::Relaxed);
         });
         rx
@@ -195,6 +225,7 @@ struct Subscription {
     hub: EventHub,
     out: mpsc::Sender<Result<Arc<StoredEvent>, StreamEnd>>,
     cursor: i64,
+    position: Arc<std::sync::atomic::AtomicI64>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -268,6 +299,7 @@ impl Subscription {
             sent = self.out.send(Ok(event)) => sent.map_err(|_| Stop::ClientGone)?,
         }
         self.cursor = sequence;
+        self.position.store(sequence, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -22,6 +22,8 @@
 //! | [`storage`] | sea-orm entities and repository functions (SQLite and PostgreSQL) |
 //! | [`service`] | the gRPC services: decode, call the domain, encode |
 //! | [`limits`] | request size limit reporting |
+//! | [`observe`] | the per-request span and RPC metrics layer |
+//! | [`metrics`] | Prometheus metrics and the `/metrics` `/livez` `/readyz` listener |
 //! | [`cli`] | `migrate`, `create-user`, `create-admin` |
 
 pub mod accounts;
@@ -34,7 +36,9 @@ pub mod keyfile;
 pub mod keys;
 pub mod limits;
 pub mod mail;
+pub mod metrics;
 pub mod mfa;
+pub mod observe;
 pub mod passwords;
 pub mod protection;
 pub mod revocation;

@@ -178,6 +178,8 @@ struct PoolInner {
     in_flight: AtomicUsize,
     /// argon2 computations finished (hashes and verifications).
     computed: std::sync::atomic::AtomicU64,
+    /// Where queue waits are recorded, once metrics are on.
+    wait: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
     /// Hash of a random password with the configured parameters, verified for unknown users so
     /// they cost exactly what a known user costs.
     dummy: PasswordHash,
@@ -246,6 +248,7 @@ impl HashPool {
                 threads,
                 in_flight: AtomicUsize::new(0),
                 computed: std::sync::atomic::AtomicU64::new(0),
+                wait: std::sync::OnceLock::new(),
                 dummy,
             }),
         })
@@ -254,6 +257,11 @@ impl HashPool {
     /// Number of hashing threads.
     pub fn threads(&self) -> usize {
         self.inner.threads
+    }
+
+    /// Records how long each job waits for a thread into `histogram` (set once).
+    pub fn record_waits(&self, histogram: prometheus_client::metrics::histogram::Histogram) {
+        let _ = self.inner.wait.set(histogram);
     }
 
     /// argon2 computations (hashes and verifications) this pool has finished.
@@ -274,8 +282,12 @@ impl HashPool {
         let (reply, answer) = oneshot::channel();
         let span = tracing::Span::current();
         let inner = Arc::clone(&self.inner);
+        let queued = std::time::Instant::now();
         let boxed: Job = Box::new(move |argon2, memory| {
             let _entered = span.enter();
+            if let Some(wait) = inner.wait.get() {
+                wait.observe(queued.elapsed().as_secs_f64());
+            }
             let result = job(argon2, memory);
             inner.computed.fetch_add(1, Ordering::Relaxed);
             inner.in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -12,13 +12,15 @@ use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    accounts::{AccountSettings, Accounts},
+    accounts::{AccountExtras, AccountSettings, Accounts},
     config::Settings,
     events::{EventHub, FeedSettings},
     keys::{KeyManager, spawn_key_refresher},
     limits::MessageLimitLayer,
     mail::{MailError, Mailer},
+    metrics::{self, Metrics, Sources},
     mfa::{MfaCipher, MfaError},
+    observe::ObserveLayer,
     passwords::{HashError, HashPool},
     protection::{ClientAddrResolver, RateLimiter},
     revocation::Revocations,
@@ -93,6 +95,8 @@ pub struct Application {
     hash_pool: HashPool,
     keys: KeyManager,
     tokens: Arc<TokenIssuer>,
+    metrics: Metrics,
+    metrics_listener: Option<TcpListener>,
 }
 
 /// Creates the data dir with mode 0700.
@@ -138,6 +142,8 @@ impl Application {
             settings.hash_queue,
         )?;
         let hash_pool = hasher.clone();
+        let metrics = Metrics::new();
+        hasher.record_waits(metrics.hash_wait());
         let mfa = MfaCipher::load_or_generate(&settings.data_dir)?;
         let mailer = match &settings.protection.mail {
             Some(mail) => Some(Mailer::new(mail)?),
@@ -163,8 +169,11 @@ impl Application {
                 mfa_challenge_ttl: MFA_CHALLENGE_TTL,
                 totp_issuer: settings.issuer.clone(),
             },
-            mfa,
-            mailer,
+            AccountExtras {
+                mfa,
+                mailer,
+                metrics: metrics.clone(),
+            },
         );
         let listener =
             TcpListener::bind(settings.listen)
@@ -177,6 +186,14 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(
+                metrics::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
             local_addr,
@@ -186,7 +203,16 @@ impl Application {
             hash_pool,
             keys,
             tokens,
+            metrics,
+            metrics_listener,
         })
+    }
+
+    /// The bound address of the metrics listener, if on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The password hash pool (its counter shows how many argon2 computations ran).
@@ -215,9 +241,11 @@ impl Application {
             accounts,
             store,
             settings,
-            hash_pool: _,
+            hash_pool,
             keys,
             tokens,
+            metrics,
+            metrics_listener,
         } = self;
         // The feed reads the event head first; every revocation up to it is in the sessions
         // table, loaded next, and every later one reaches the set through the feed.
@@ -247,7 +275,27 @@ impl Application {
             ClientAddrResolver::new(settings.protection.trusted_proxies.clone()),
             RateLimiter::new(settings.protection.rate_limit),
         );
-        let key_task = spawn_key_refresher(keys, tokens, settings.key_refresh_interval);
+        let key_task =
+            spawn_key_refresher(keys, Arc::clone(&tokens), settings.key_refresh_interval);
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_task = metrics_listener.map(|listener| {
+            let sources = Sources {
+                hasher: hash_pool.clone(),
+                revocations: accounts.revocations().clone(),
+                events: hub.clone(),
+                store: store.clone(),
+                tokens: Arc::clone(&tokens),
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let stopped = async {
+                    let _ = metrics_stopped.await;
+                };
+                if let Err(error) = metrics::serve(listener, metrics, sources, stopped).await {
+                    tracing::error!(error.message = %error, "metrics listener failed");
+                }
+            })
+        });
         let housekeeping_task = spawn_housekeeping(
             store.clone(),
             guard.limiter().clone(),
@@ -274,7 +322,11 @@ impl Application {
         let result = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            // Outermost: rewrites tonic's OUT_OF_RANGE for oversized messages.
+            // Outermost: the request span and metrics see the final status.
+            .layer(ObserveLayer::new(
+                settings.metrics_listen.is_some().then(|| metrics.clone()),
+            ))
+            // Then: rewrites tonic's OUT_OF_RANGE for oversized messages.
             .layer(MessageLimitLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -292,6 +344,10 @@ impl Application {
         prune_task.abort();
         housekeeping_task.abort();
         key_task.abort();
+        let _ = metrics_stop.send(());
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
         store.close().await;
         tracing::info!("auth-server stopped");
         Ok(result?)

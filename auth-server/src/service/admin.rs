@@ -33,6 +33,7 @@ impl AdminApi {
 
     async fn actor<T>(&self, request: &Request<T>) -> Result<Actor, AuthError> {
         let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
+        crate::observe::record_user(&claims.user_id);
         self.admin
             .authorize(claims, self.guard.client(request))
             .await
@@ -82,7 +83,6 @@ fn user_update(req: &pb::UpdateUserRequest) -> Result<UserUpdate, AuthError> {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
-    #[tracing::instrument(name = "rpc.admin.create_user", skip_all)]
     async fn create_user(
         &self,
         request: Request<pb::CreateUserRequest>,
@@ -147,7 +147,6 @@ impl AdminService for AdminApi {
         }))
     }
 
-    #[tracing::instrument(name = "rpc.admin.update_user", skip_all)]
     async fn update_user(
         &self,
         request: Request<pb::UpdateUserRequest>,
@@ -170,7 +169,6 @@ impl AdminService for AdminApi {
         }))
     }
 
-    #[tracing::instrument(name = "rpc.admin.disable_user", skip_all)]
     async fn disable_user(
         &self,
         request: Request<pb::DisableUserRequest>,
@@ -186,7 +184,6 @@ impl AdminService for AdminApi {
         }))
     }
 
-    #[tracing::instrument(name = "rpc.admin.enable_user", skip_all)]
     async fn enable_user(
         &self,
         request: Request<pb::EnableUserRequest>,
@@ -201,7 +198,6 @@ impl AdminService for AdminApi {
         }))
     }
 
-    #[tracing::instrument(name = "rpc.admin.delete_user", skip_all)]
     async fn delete_user(
         &self,
         request: Request<pb::DeleteUserRequest>,
@@ -216,7 +212,6 @@ impl AdminService for AdminApi {
         }))
     }
 
-    #[tracing::instrument(name = "rpc.admin.revoke_sessions", skip_all)]
     async fn revoke_sessions(
         &self,
         request: Request<pb::RevokeSessionsRequest>,
@@ -260,7 +255,6 @@ impl AdminService for AdminApi {
         }))
     }
 
-    #[tracing::instrument(name = "rpc.admin.unlock_user", skip_all)]
     async fn unlock_user(
         &self,
         request: Request<pb::UnlockUserRequest>,
@@ -273,7 +267,6 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::UnlockUserResponse { was_locked }))
     }
 
-    #[tracing::instrument(name = "rpc.admin.issue_password_reset", skip_all)]
     async fn issue_password_reset(
         &self,
         request: Request<pb::IssuePasswordResetRequest>,
@@ -289,7 +282,6 @@ impl AdminService for AdminApi {
         }))
     }
 
-    #[tracing::instrument(name = "rpc.admin.reset_user_mfa", skip_all)]
     async fn reset_user_mfa(
         &self,
         request: Request<pb::ResetUserMfaRequest>,

@@ -12,6 +12,7 @@ use super::{RequestGuard, bearer_token, event_pb, timestamp, user_pb};
 macro_rules! session_response {
     ($message:path, $tokens:expr $(, $field:ident: $value:expr)*) => {{
         let s = $tokens;
+        record_user(&s.user.id);
         $message {
             access_token: s.access.token,
             access_token_expires_at: Some(timestamp(s.access.expires_at)),
@@ -27,6 +28,7 @@ use crate::{
     accounts::{Accounts, LoginOutcome, ROLE_ADMIN, ROLE_EVENTS_SUBSCRIBER},
     error::AuthError,
     events::{self, EventHub, SnapshotItem},
+    observe::record_user,
     passwords::Password,
     tokens::AccessClaims,
 };
@@ -50,12 +52,14 @@ impl AuthApi {
     }
 
     fn bearer<T>(&self, request: &Request<T>) -> Result<AccessClaims, AuthError> {
-        self.accounts.validate(bearer_token(request.metadata())?)
+        let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
+        record_user(&claims.user_id);
+        Ok(claims)
     }
 
     /// The bearer must hold `admin` or `events.subscriber`.
     fn authorize_subscriber<T>(&self, request: &Request<T>) -> Result<AccessClaims, AuthError> {
-        let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
+        let claims = self.bearer(request)?;
         let allowed = claims
             .roles
             .iter()
@@ -76,7 +80,6 @@ type SnapshotStream =
 
 #[tonic::async_trait]
 impl AuthService for AuthApi {
-    #[tracing::instrument(name = "rpc.register", skip_all)]
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
@@ -92,12 +95,12 @@ impl AuthService for AuthApi {
                 &client,
             )
             .await?;
+        record_user(&user.id);
         Ok(Response::new(pb::RegisterResponse {
             user: Some(user_pb(&user)),
         }))
     }
 
-    #[tracing::instrument(name = "rpc.login", skip_all)]
     async fn login(
         &self,
         request: Request<pb::LoginRequest>,
@@ -129,7 +132,6 @@ impl AuthService for AuthApi {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "rpc.refresh", skip_all)]
     async fn refresh(
         &self,
         request: Request<pb::RefreshRequest>,
@@ -142,7 +144,6 @@ impl AuthService for AuthApi {
         Ok(Response::new(session_response!(pb::RefreshResponse, s)))
     }
 
-    #[tracing::instrument(name = "rpc.logout", skip_all)]
     async fn logout(
         &self,
         request: Request<pb::LogoutRequest>,
@@ -158,6 +159,7 @@ impl AuthService for AuthApi {
         request: Request<pb::ValidateRequest>,
     ) -> Result<Response<pb::ValidateResponse>, Status> {
         let claims = self.accounts.validate(&request.get_ref().token)?;
+        record_user(&claims.user_id);
         Ok(Response::new(pb::ValidateResponse {
             user_id: claims.user_id,
             session_id: claims.session_id,
@@ -167,7 +169,6 @@ impl AuthService for AuthApi {
         }))
     }
 
-    #[tracing::instrument(name = "rpc.change_password", skip_all)]
     async fn change_password(
         &self,
         request: Request<pb::ChangePasswordRequest>,
@@ -214,7 +215,6 @@ impl AuthService for AuthApi {
 
     type UserEventsStream = EventStream;
 
-    #[tracing::instrument(name = "rpc.user_events", skip_all, fields(after_sequence = request.get_ref().after_sequence))]
     async fn user_events(
         &self,
         request: Request<pb::UserEventsRequest>,
@@ -238,7 +238,6 @@ impl AuthService for AuthApi {
 
     type UserSnapshotStream = SnapshotStream;
 
-    #[tracing::instrument(name = "rpc.user_snapshot", skip_all)]
     async fn user_snapshot(
         &self,
         request: Request<pb::UserSnapshotRequest>,
@@ -262,7 +261,6 @@ impl AuthService for AuthApi {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    #[tracing::instrument(name = "rpc.request_password_reset", skip_all)]
     async fn request_password_reset(
         &self,
         request: Request<pb::RequestPasswordResetRequest>,
@@ -274,7 +272,6 @@ impl AuthService for AuthApi {
         Ok(Response::new(pb::RequestPasswordResetResponse {}))
     }
 
-    #[tracing::instrument(name = "rpc.reset_password", skip_all)]
     async fn reset_password(
         &self,
         request: Request<pb::ResetPasswordRequest>,
@@ -290,7 +287,6 @@ impl AuthService for AuthApi {
         }))
     }
 
-    #[tracing::instrument(name = "rpc.begin_totp_enrollment", skip_all)]
     async fn begin_totp_enrollment(
         &self,
         request: Request<pb::BeginTotpEnrollmentRequest>,
@@ -304,7 +300,6 @@ impl AuthService for AuthApi {
         }))
     }
 
-    #[tracing::instrument(name = "rpc.confirm_totp_enrollment", skip_all)]
     async fn confirm_totp_enrollment(
         &self,
         request: Request<pb::ConfirmTotpEnrollmentRequest>,
@@ -320,7 +315,6 @@ impl AuthService for AuthApi {
         }))
     }
 
-    #[tracing::instrument(name = "rpc.complete_mfa_login", skip_all)]
     async fn complete_mfa_login(
         &self,
         request: Request<pb::CompleteMfaLoginRequest>,
@@ -337,7 +331,6 @@ impl AuthService for AuthApi {
         )))
     }
 
-    #[tracing::instrument(name = "rpc.disable_totp", skip_all)]
     async fn disable_totp(
         &self,
         request: Request<pb::DisableTotpRequest>,

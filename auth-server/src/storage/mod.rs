@@ -239,6 +239,21 @@ impl Store {
             .all(|(_, applied)| *applied))
     }
 
+    /// Connections in the pool and how many of them are idle.
+    pub fn pool_usage(&self) -> (u32, u32) {
+        let idle = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        match self.backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), idle(pool.num_idle()))
+            }
+            _ => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), idle(pool.num_idle()))
+            }
+        }
+    }
+
     /// Round trip to the database (health checks).
     pub async fn ping(&self) -> StorageResult<()> {
         self.db

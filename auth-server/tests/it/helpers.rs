@@ -95,6 +95,8 @@ pub struct TestApp {
     pub client: AuthServiceClient<Channel>,
     pub admin: AdminServiceClient<Channel>,
     pub channel: Channel,
+    /// The `/metrics` `/livez` `/readyz` listener, if the settings turned it on.
+    pub metrics_addr: Option<SocketAddr>,
     /// The server's password hash pool (its counter shows argon2 work done).
     pub hash_pool: auth_server::passwords::HashPool,
     pub settings: Settings,
@@ -128,6 +130,7 @@ async fn start(settings: Settings, db: Arc<TestDb>, dir: Arc<TempDir>) -> TestAp
         .expect("server builds");
     let addr = app.local_addr();
     let hash_pool = app.hash_pool();
+    let metrics_addr = app.metrics_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -144,6 +147,7 @@ async fn start(settings: Settings, db: Arc<TestDb>, dir: Arc<TempDir>) -> TestAp
         client,
         admin,
         channel,
+        metrics_addr,
         hash_pool,
         settings,
         db,
@@ -449,3 +453,24 @@ impl tonic::service::Interceptor for BearerInterceptor {
 /// The admin client type tests use.
 pub type Admin =
     AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerInterceptor>>;
+
+/// A plain HTTP/1.1 GET: status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    socket.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

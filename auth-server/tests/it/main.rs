@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod keys;
 mod mfa;
+mod ops;
 mod protection;
 mod reflection;
 mod reset;
