@@ -130,12 +130,14 @@ impl AuthClient {
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         request.set_timeout(self.timeout);
+        crate::trace::inject(request.metadata_mut());
         request
     }
 
     fn bearer<T>(&self, message: T, token: &str) -> Result<Request<T>, AuthClientError> {
         let mut request = with_bearer(message, token)?;
         request.set_timeout(self.timeout);
+        crate::trace::inject(request.metadata_mut());
         Ok(request)
     }
 

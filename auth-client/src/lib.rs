@@ -45,6 +45,7 @@ mod layer;
 mod offline;
 mod principal;
 mod subscriber;
+mod trace;
 mod validator;
 
 pub use auth_proto::pb;

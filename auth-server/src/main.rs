@@ -13,13 +13,16 @@ use clap::Parser as _;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_with(cli.log_format);
-    match run(cli).await {
+    let code = match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("auth-server: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Flush spans still in the batch (blocks on export; off the async workers).
+    let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
+    code
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

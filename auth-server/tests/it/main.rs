@@ -12,6 +12,7 @@ mod helpers;
 mod keys;
 mod mfa;
 mod ops;
+mod otel;
 mod protection;
 mod reflection;
 mod reset;
