@@ -9,7 +9,7 @@ use auth_proto::pb::{self, auth_service_client::AuthServiceClient};
 use tonic::{
     Request,
     metadata::MetadataValue,
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 use crate::{AuthClientError, Principal};
@@ -102,13 +102,96 @@ macro_rules! session_from {
     }};
 }
 
+/// TLS options for an `https://` auth service URL: the CA to trust (default: the system's
+/// roots) and, for mutual TLS, the client certificate and key.
+#[derive(Clone, Default)]
+pub struct ClientTls {
+    ca_pem: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+    domain: Option<String>,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("identity", &self.identity.is_some())
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+fn read_pem(path: &std::path::Path, what: &str) -> Result<Vec<u8>, AuthClientError> {
+    std::fs::read(path)
+        .map_err(|e| AuthClientError::InvalidArgument(format!("{what} {}: {e}", path.display())))
+}
+
+impl ClientTls {
+    /// Trust the system's roots (the default).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trust only the CA certificate(s) in this PEM file.
+    pub fn ca_file(mut self, path: impl AsRef<std::path::Path>) -> Result<Self, AuthClientError> {
+        self.ca_pem = Some(read_pem(path.as_ref(), "CA file")?);
+        Ok(self)
+    }
+
+    /// Present this certificate and key (PEM files) for mutual TLS.
+    pub fn identity_files(
+        mut self,
+        cert: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> Result<Self, AuthClientError> {
+        self.identity = Some((
+            read_pem(cert.as_ref(), "client certificate")?,
+            read_pem(key.as_ref(), "client key")?,
+        ));
+        Ok(self)
+    }
+
+    /// Expect this name in the server certificate instead of the URL's host.
+    pub fn domain_name(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    fn config(&self) -> ClientTlsConfig {
+        let mut config = ClientTlsConfig::new();
+        config = match &self.ca_pem {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+            None => config.with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
+            config = config.domain_name(domain.clone());
+        }
+        config
+    }
+}
+
 impl AuthClient {
-    /// A client for `url` (`http://host:port`) that connects on first use.
+    /// A client for `url` (`http://host:port`, or `https://…` trusting the system's roots) that
+    /// connects on first use.
     pub fn connect_lazy(url: &str) -> Result<Self, AuthClientError> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
+        Self::connect_lazy_with(url, &ClientTls::new())
+    }
+
+    /// Like [`connect_lazy`](Self::connect_lazy), with TLS options for an `https://` URL (a CA
+    /// file, a client identity for mutual TLS). An `http://` URL ignores them.
+    pub fn connect_lazy_with(url: &str, tls: &ClientTls) -> Result<Self, AuthClientError> {
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| AuthClientError::InvalidArgument(format!("auth service URL: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
+        if url.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(tls.config())
+                .map_err(|e| AuthClientError::InvalidArgument(format!("TLS: {e}")))?;
+        }
         Ok(Self::from_channel(endpoint.connect_lazy()))
     }
 

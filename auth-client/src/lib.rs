@@ -49,7 +49,7 @@ mod trace;
 mod validator;
 
 pub use auth_proto::pb;
-pub use client::{AuthClient, DEFAULT_TIMEOUT, Session};
+pub use client::{AuthClient, ClientTls, DEFAULT_TIMEOUT, Session};
 pub use error::AuthClientError;
 pub use layer::{AuthLayer, RequireAuth};
 pub use principal::Principal;

@@ -240,6 +240,23 @@ pub struct ServeArgs {
     /// created if missing). Default: `kek.key` in the data dir. Every replica needs the same file.
     #[arg(long, env = "AUTH_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// Server certificate chain (PEM): turns on TLS for the gRPC listener (with `--tls-key`).
+    /// Re-read on SIGHUP or when the file changes.
+    #[arg(long, env = "AUTH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "AUTH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to: mutual TLS, a client without one is
+    /// refused at the handshake.
+    #[arg(long, env = "AUTH_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Seconds a graceful shutdown waits for in-flight calls before closing connections.
+    #[arg(long, env = "AUTH_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+    /// Concurrent calls per RPC class and their deadlines.
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Address of the operator HTTP listener (`/metrics`, `/livez`, `/readyz`); off if unset.
     #[arg(long, env = "AUTH_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -252,6 +269,94 @@ pub struct ServeArgs {
     /// Lockout, rate limits, audit retention, password reset and mail.
     #[command(flatten)]
     pub protection: ProtectionArgs,
+}
+
+/// Per-RPC-class concurrency and deadline limits. Over the concurrency limit a call is refused
+/// at once with RESOURCE_EXHAUSTED (load shedding, not queueing); past the deadline it ends
+/// with DEADLINE_EXCEEDED.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Concurrent password calls (Login, Register, Refresh, ChangePassword, reset, MFA).
+    #[arg(long, env = "AUTH_PASSWORD_RPC_CONCURRENCY", default_value_t = 256)]
+    pub password_rpc_concurrency: usize,
+    /// Deadline of password calls in milliseconds.
+    #[arg(long, env = "AUTH_PASSWORD_RPC_TIMEOUT_MS", default_value_t = 10_000)]
+    pub password_rpc_timeout_ms: u64,
+    /// Concurrent Validate and GetPublicKeys calls.
+    #[arg(long, env = "AUTH_VALIDATE_RPC_CONCURRENCY", default_value_t = 4096)]
+    pub validate_rpc_concurrency: usize,
+    /// Deadline of Validate and GetPublicKeys in milliseconds.
+    #[arg(long, env = "AUTH_VALIDATE_RPC_TIMEOUT_MS", default_value_t = 2_000)]
+    pub validate_rpc_timeout_ms: u64,
+    /// Concurrent AdminService calls.
+    #[arg(long, env = "AUTH_ADMIN_RPC_CONCURRENCY", default_value_t = 64)]
+    pub admin_rpc_concurrency: usize,
+    /// Deadline of AdminService calls in milliseconds.
+    #[arg(long, env = "AUTH_ADMIN_RPC_TIMEOUT_MS", default_value_t = 15_000)]
+    pub admin_rpc_timeout_ms: u64,
+    /// Open UserEvents and UserSnapshot streams at most.
+    #[arg(long, env = "AUTH_MAX_STREAMS", default_value_t = 1024)]
+    pub max_streams: usize,
+    /// Seconds between HTTP/2 keepalive pings to idle connections.
+    #[arg(long, env = "AUTH_KEEPALIVE_SECS", default_value_t = 30)]
+    pub keepalive_secs: u64,
+}
+
+/// Validated limits.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitSettings {
+    /// Password class: concurrency and deadline.
+    pub password: (usize, Duration),
+    /// Validate class.
+    pub validate: (usize, Duration),
+    /// Admin class.
+    pub admin: (usize, Duration),
+    /// Everything else (logout, health, reflection): concurrency and deadline.
+    pub other: (usize, Duration),
+    /// Streams at most (no deadline).
+    pub max_streams: usize,
+    /// HTTP/2 keepalive interval.
+    pub keepalive: Duration,
+}
+
+impl LimitArgs {
+    /// Validates the limits.
+    pub fn settings(&self) -> Result<LimitSettings, ConfigError> {
+        let class = |n: usize, ms: u64, name: &str| {
+            if n == 0 || ms == 0 {
+                Err(ConfigError(format!(
+                    "{name} concurrency and timeout must be at least 1"
+                )))
+            } else {
+                Ok((n, Duration::from_millis(ms)))
+            }
+        };
+        if self.max_streams == 0 || self.keepalive_secs == 0 {
+            return Err(ConfigError(
+                "max streams and keepalive must be at least 1".into(),
+            ));
+        }
+        Ok(LimitSettings {
+            password: class(
+                self.password_rpc_concurrency,
+                self.password_rpc_timeout_ms,
+                "password RPC",
+            )?,
+            validate: class(
+                self.validate_rpc_concurrency,
+                self.validate_rpc_timeout_ms,
+                "validate RPC",
+            )?,
+            admin: class(
+                self.admin_rpc_concurrency,
+                self.admin_rpc_timeout_ms,
+                "admin RPC",
+            )?,
+            other: (256, Duration::from_secs(10)),
+            max_streams: self.max_streams,
+            keepalive: Duration::from_secs(self.keepalive_secs),
+        })
+    }
 }
 
 /// Account protection settings of `serve`.
@@ -445,6 +550,12 @@ pub struct Settings {
     pub key_file: PathBuf,
     /// Operator HTTP listener (metrics, liveness, readiness).
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS on the gRPC listener, if configured.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// How long a graceful shutdown waits for in-flight calls.
+    pub shutdown_timeout: Duration,
+    /// Per-class limits.
+    pub limits: LimitSettings,
     /// Signing key reload interval.
     pub key_refresh_interval: Duration,
 }
@@ -586,6 +697,17 @@ impl ServeArgs {
                 .unwrap_or_else(|| self.store.data_dir.join(crate::keys::KEK_FILE)),
             key_refresh_interval: Duration::from_secs(self.key_refresh_secs.clamp(1, 3600)),
             metrics_listen: self.metrics_listen,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::tls::TlsSettings {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                    watch_interval: Duration::from_secs(5),
+                }),
+                _ => None,
+            },
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            limits: self.limits.settings()?,
         })
     }
 }
@@ -613,6 +735,20 @@ impl Settings {
             key_file: None,
             key_refresh_secs: 30,
             metrics_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            shutdown_timeout_secs: 30,
+            limits: LimitArgs {
+                password_rpc_concurrency: 256,
+                password_rpc_timeout_ms: 10_000,
+                validate_rpc_concurrency: 4096,
+                validate_rpc_timeout_ms: 2_000,
+                admin_rpc_concurrency: 64,
+                admin_rpc_timeout_ms: 15_000,
+                max_streams: 1024,
+                keepalive_secs: 30,
+            },
             hashing: HashingArgs {
                 argon2_memory_kib: 19_456,
                 argon2_iterations: 2,

@@ -24,6 +24,7 @@
 //! | [`limits`] | request size limit reporting |
 //! | [`observe`] | the per-request span and RPC metrics layer |
 //! | [`metrics`] | Prometheus metrics and the `/metrics` `/livez` `/readyz` listener |
+//! | [`tls`] | TLS and mutual TLS on the gRPC listener, certificate reload |
 //! | [`cli`] | `migrate`, `create-user`, `create-admin` |
 
 pub mod accounts;
@@ -50,6 +51,7 @@ pub mod storage;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tls;
 pub mod tokens;
 
 pub use config::Settings;

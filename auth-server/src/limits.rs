@@ -1,13 +1,26 @@
-//! Request size limit reporting.
+//! Request limits: size limit reporting, and per-RPC-class concurrency and deadlines.
 //!
 //! tonic refuses a request message over `max_decoding_message_size` with `OUT_OF_RANGE`, but the
 //! gRPC spec (and our callers) expect `RESOURCE_EXHAUSTED` for "message too large". This
 //! outermost layer rewrites exactly that status; every other response passes untouched.
 
-use std::task::{Context, Poll};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use futures::{TryFutureExt as _, future::MapOk};
-use tonic::codegen::http::{HeaderValue, Request, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::{
+    Status,
+    body::Body,
+    codegen::http::{HeaderValue, Request, Response},
+};
+
+use crate::config::LimitSettings;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -71,5 +84,212 @@ where
         self.inner
             .call(request)
             .map_ok(rewrite as fn(Response<ResBody>) -> Response<ResBody>)
+    }
+}
+
+// === Per-class concurrency and deadlines ===
+
+/// Which budget an RPC draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcClass {
+    /// Calls that hash a password or guard a secret.
+    Password,
+    /// Token checks.
+    Validate,
+    /// AdminService.
+    Admin,
+    /// Server streams (no deadline; the permit lives as long as the stream).
+    Stream,
+    /// Logout, health, reflection.
+    Other,
+}
+
+/// The class of a request path.
+pub fn classify(path: &str) -> RpcClass {
+    let Some(method) = path.strip_prefix("/auth.v1.AuthService/") else {
+        return if path.starts_with("/auth.v1.AdminService/") {
+            RpcClass::Admin
+        } else {
+            RpcClass::Other
+        };
+    };
+    match method {
+        "Validate" | "GetPublicKeys" => RpcClass::Validate,
+        "UserEvents" | "UserSnapshot" => RpcClass::Stream,
+        "Logout" => RpcClass::Other,
+        _ => RpcClass::Password,
+    }
+}
+
+struct ClassBudget {
+    permits: Arc<Semaphore>,
+    timeout: Option<Duration>,
+}
+
+/// Layer producing [`ClassLimit`].
+#[derive(Clone)]
+pub struct ClassLimitLayer {
+    budgets: Arc<[ClassBudget; 5]>,
+}
+
+impl std::fmt::Debug for ClassLimitLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClassLimitLayer")
+    }
+}
+
+impl ClassLimitLayer {
+    /// Budgets from the settings.
+    pub fn new(limits: &LimitSettings) -> Self {
+        let budget = |(n, timeout): (usize, Duration)| ClassBudget {
+            permits: Arc::new(Semaphore::new(n)),
+            timeout: Some(timeout),
+        };
+        Self {
+            budgets: Arc::new([
+                budget(limits.password),
+                budget(limits.validate),
+                budget(limits.admin),
+                ClassBudget {
+                    permits: Arc::new(Semaphore::new(limits.max_streams)),
+                    timeout: None,
+                },
+                budget(limits.other),
+            ]),
+        }
+    }
+}
+
+impl<S> Layer<S> for ClassLimitLayer {
+    type Service = ClassLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClassLimit {
+            inner,
+            budgets: Arc::clone(&self.budgets),
+        }
+    }
+}
+
+/// Sheds calls over their class's concurrency and ends those past its deadline.
+#[derive(Clone)]
+pub struct ClassLimit<S> {
+    inner: S,
+    budgets: Arc<[ClassBudget; 5]>,
+}
+
+impl<S> std::fmt::Debug for ClassLimit<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClassLimit")
+    }
+}
+
+/// A response body that holds its class permit until the body ends (streams).
+struct PermitBody {
+    inner: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for PermitBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// === impl ClassLimit ===
+
+impl<S, ReqBody> Service<Request<ReqBody>> for ClassLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let class = classify(request.uri().path());
+        let budget = &self.budgets[class as usize];
+        let Ok(permit) = Arc::clone(&budget.permits).try_acquire_owned() else {
+            tracing::warn!(?class, "concurrency limit reached; call refused");
+            let status =
+                Status::resource_exhausted("too many concurrent calls of this kind; retry shortly");
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        };
+        let timeout = budget.timeout;
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = match timeout {
+                Some(limit) => match tokio::time::timeout(limit, future).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        tracing::warn!(
+                            ?class,
+                            limit_ms = limit.as_millis() as u64,
+                            "call deadline exceeded"
+                        );
+                        return Ok(Status::deadline_exceeded(
+                            "the call took longer than this server allows",
+                        )
+                        .into_http());
+                    }
+                },
+                None => future.await,
+            }?;
+            if class == RpcClass::Stream {
+                return Ok(response.map(|body| {
+                    Body::new(PermitBody {
+                        inner: body,
+                        _permit: permit,
+                    })
+                }));
+            }
+            drop(permit);
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fall_into_classes() {
+        assert_eq!(classify("/auth.v1.AuthService/Login"), RpcClass::Password);
+        assert_eq!(
+            classify("/auth.v1.AuthService/CompleteMfaLogin"),
+            RpcClass::Password
+        );
+        assert_eq!(
+            classify("/auth.v1.AuthService/Validate"),
+            RpcClass::Validate
+        );
+        assert_eq!(
+            classify("/auth.v1.AuthService/UserEvents"),
+            RpcClass::Stream
+        );
+        assert_eq!(classify("/auth.v1.AdminService/ListUsers"), RpcClass::Admin);
+        assert_eq!(classify("/grpc.health.v1.Health/Check"), RpcClass::Other);
+        assert_eq!(classify("/auth.v1.AuthService/Logout"), RpcClass::Other);
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     config::Settings,
     events::{EventHub, FeedSettings},
     keys::{KeyManager, spawn_key_refresher},
-    limits::MessageLimitLayer,
+    limits::{ClassLimitLayer, MessageLimitLayer},
     mail::{MailError, Mailer},
     metrics::{self, Metrics, Sources},
     mfa::{MfaCipher, MfaError},
@@ -26,6 +26,7 @@ use crate::{
     revocation::Revocations,
     service::{AdminApi, AuthApi, RequestGuard},
     storage::{self, StorageError, Store},
+    tls::{TlsConfig, TlsError},
     tokens::{KeyError, TokenIssuer},
 };
 
@@ -68,6 +69,9 @@ pub enum StartupError {
     /// The SMTP settings are unusable.
     #[error("{0}")]
     Mail(#[from] MailError),
+    /// The TLS certificate, key or client CA is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The listener could not be bound.
     #[error("listen on {addr}: {source}")]
     Bind {
@@ -97,6 +101,7 @@ pub struct Application {
     tokens: Arc<TokenIssuer>,
     metrics: Metrics,
     metrics_listener: Option<TcpListener>,
+    tls: Option<TlsConfig>,
 }
 
 /// Creates the data dir with mode 0700.
@@ -141,6 +146,7 @@ impl Application {
             settings.hash_threads,
             settings.hash_queue,
         )?;
+        let tls = settings.tls.clone().map(TlsConfig::new).transpose()?;
         let hash_pool = hasher.clone();
         let metrics = Metrics::new();
         hasher.record_waits(metrics.hash_wait());
@@ -205,6 +211,7 @@ impl Application {
             tokens,
             metrics,
             metrics_listener,
+            tls,
         })
     }
 
@@ -246,6 +253,7 @@ impl Application {
             tokens,
             metrics,
             metrics_listener,
+            tls,
         } = self;
         // The feed reads the event head first; every revocation up to it is in the sessions
         // table, loaded next, and every later one reaches the set through the feed.
@@ -319,26 +327,71 @@ impl Application {
             .max_decoding_message_size(MAX_REQUEST_BYTES);
 
         tracing::info!(%local_addr, registration = settings.allow_registration, "auth-server listening");
-        let result = Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        let limits = settings.limits;
+        let router = Server::builder()
+            .http2_keepalive_interval(Some(limits.keepalive))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_nodelay(true)
             // Outermost: the request span and metrics see the final status.
             .layer(ObserveLayer::new(
                 settings.metrics_listen.is_some().then(|| metrics.clone()),
             ))
             // Then: rewrites tonic's OUT_OF_RANGE for oversized messages.
             .layer(MessageLimitLayer)
+            // Then: per-class concurrency (shed at once) and deadlines.
+            .layer(ClassLimitLayer::new(&limits))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(auth)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                shutdown.await;
-                // End the event streams so the graceful drain does not wait on them forever.
-                hub.close();
-            })
-            .await;
+            .add_service(admin);
+        let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            // End the event streams so the graceful drain does not wait on them forever.
+            hub.close();
+            let _ = draining.send(());
+        };
+        // After the signal, in-flight calls get `shutdown_timeout` to finish.
+        let deadline = async move {
+            if drain_started.await.is_ok() {
+                tokio::time::sleep(settings.shutdown_timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let watcher = tls.as_ref().map(TlsConfig::spawn_watcher);
+        let result = match &tls {
+            Some(tls) => {
+                tracing::info!(
+                    client_certificates =
+                        settings.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+                    "TLS on"
+                );
+                let serve = router.serve_with_incoming_shutdown(tls.incoming(listener), signal);
+                tokio::select! {
+                    result = serve => result,
+                    () = deadline => {
+                        tracing::warn!("in-flight calls did not finish within the shutdown timeout; closing");
+                        Ok(())
+                    }
+                }
+            }
+            None => {
+                let serve =
+                    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+                tokio::select! {
+                    result = serve => result,
+                    () = deadline => {
+                        tracing::warn!("in-flight calls did not finish within the shutdown timeout; closing");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         feed_tasks.abort();
         health_task.abort();
         prune_task.abort();

@@ -107,6 +107,12 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// `https://localhost:port` of the server (when started with TLS settings; the
+    /// [`TestCerts`] server certificate names `localhost`).
+    pub fn tls_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
     /// Adds a signing key that signs from now on, as `auth-server keys rotate
     /// --activate-in-secs 0` does; a running server picks it up on its next key reload.
     pub async fn rotate_key(&self) -> String {
@@ -177,4 +183,61 @@ pub fn drop_postgres_database(url: &str) {
         })
     })
     .join();
+}
+
+/// A throw-away PKI for TLS tests: a CA, a server certificate for `localhost` and
+/// `127.0.0.1`, and a client certificate, all PEM files in one directory.
+#[derive(Debug, Clone)]
+pub struct TestCerts {
+    /// The CA certificate.
+    pub ca: std::path::PathBuf,
+    /// Server certificate.
+    pub server_cert: std::path::PathBuf,
+    /// Server key.
+    pub server_key: std::path::PathBuf,
+    /// Client certificate (CN `test-client`).
+    pub client_cert: std::path::PathBuf,
+    /// Client key.
+    pub client_key: std::path::PathBuf,
+}
+
+impl TestCerts {
+    /// Generates the files in `dir` (created if missing), overwriting older ones.
+    pub fn generate(dir: &std::path::Path) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        std::fs::create_dir_all(dir).expect("cert dir");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "auth-server test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key"))
+            .expect("ca");
+        let leaf = |names: Vec<String>, cn: &str| {
+            let mut params = CertificateParams::new(names).expect("params");
+            params.distinguished_name.push(DnType::CommonName, cn);
+            let key = KeyPair::generate().expect("key");
+            let cert = params.signed_by(&key, &ca).expect("signed");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) =
+            leaf(vec!["localhost".into(), "127.0.0.1".into()], "auth-server");
+        let (client_cert, client_key) = leaf(vec!["test-client".into()], "test-client");
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write pem");
+            path
+        };
+        Self {
+            ca: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server.key", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client.key", &client_key),
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! `BACKEND_*` configuration (flags and environment).
 
-use std::{fmt, net::SocketAddr};
+use std::{fmt, net::SocketAddr, path::PathBuf};
 
 use clap::Parser;
 
@@ -31,6 +31,30 @@ pub struct Config {
     /// Service account password (prefer the environment variable: flags show in `ps`).
     #[arg(long, env = "BACKEND_AUTH_PASSWORD", hide_env_values = true)]
     pub auth_password: String,
+    /// CA (PEM) that auth-server's certificate chains to, for an `https://` auth URL (default:
+    /// the system's roots).
+    #[arg(long, env = "BACKEND_AUTH_CA_FILE")]
+    pub auth_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for auth-server's mutual TLS.
+    #[arg(long, env = "BACKEND_AUTH_CLIENT_CERT", requires = "auth_client_key")]
+    pub auth_client_cert: Option<PathBuf>,
+    /// Client key (PEM) for auth-server's mutual TLS.
+    #[arg(long, env = "BACKEND_AUTH_CLIENT_KEY", requires = "auth_client_cert")]
+    pub auth_client_key: Option<PathBuf>,
+}
+
+impl Config {
+    /// TLS options for the auth-server URL.
+    pub fn auth_tls(&self) -> Result<auth_client::ClientTls, auth_client::AuthClientError> {
+        let mut tls = auth_client::ClientTls::new();
+        if let Some(ca) = &self.auth_ca_file {
+            tls = tls.ca_file(ca)?;
+        }
+        if let (Some(cert), Some(key)) = (&self.auth_client_cert, &self.auth_client_key) {
+            tls = tls.identity_files(cert, key)?;
+        }
+        Ok(tls)
+    }
 }
 
 impl fmt::Debug for Config {
@@ -40,6 +64,8 @@ impl fmt::Debug for Config {
             .field("auth_url", &self.auth_url)
             .field("auth_email", &self.auth_email)
             .field("auth_password", &"[redacted]")
+            .field("auth_ca_file", &self.auth_ca_file)
+            .field("auth_client_cert", &self.auth_client_cert)
             .finish_non_exhaustive()
     }
 }

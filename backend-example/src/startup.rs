@@ -26,8 +26,8 @@ impl Backend {
     /// be up: the client connects lazily and the sync retries.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = db::connect(&config.database_url).await?;
-        let client =
-            AuthClient::connect_lazy(&config.auth_url)?.with_timeout(Duration::from_secs(2));
+        let client = AuthClient::connect_lazy_with(&config.auth_url, &config.auth_tls()?)?
+            .with_timeout(Duration::from_secs(2));
         let validator = Validator::builder(client.clone()).build();
         let credentials = Credentials::Password {
             email: config.auth_email.clone(),

@@ -291,3 +291,60 @@ async fn offline_mode_verifies_locally_and_follows_a_key_rotation() {
         "offline mode sent a Validate RPC"
     );
 }
+
+/// An `https://` auth service with mutual TLS: a client with the CA and its certificate is
+/// served; one without a certificate cannot decide and fails closed (`Unavailable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validator_works_over_mutual_tls_and_fails_closed_without_a_client_certificate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = auth_server::testkit::TestCerts::generate(dir.path());
+    let server = Server::start(false, |s| {
+        s.tls = Some(auth_server::tls::TlsSettings {
+            cert: certs.server_cert.clone(),
+            key: certs.server_key.clone(),
+            client_ca: Some(certs.ca.clone()),
+            watch_interval: Duration::from_secs(5),
+        });
+    })
+    .await;
+    let tls = auth_client::ClientTls::new()
+        .ca_file(&certs.ca)
+        .expect("ca")
+        .identity_files(&certs.client_cert, &certs.client_key)
+        .expect("identity");
+    let client = auth_client::AuthClient::connect_lazy_with(&server.tls_url(), &tls)
+        .expect("client")
+        .with_timeout(Duration::from_secs(2));
+    client
+        .register("mtls@example.com", PASSWORD, "")
+        .await
+        .expect("register over mTLS");
+    let session = client
+        .login("mtls@example.com", PASSWORD)
+        .await
+        .expect("login over mTLS");
+    let validator = auth_client::Validator::builder(client).build();
+    let principal = validator
+        .validate(&session.access_token)
+        .await
+        .expect("valid over mTLS");
+    assert_eq!(principal.session_id, session.session_id);
+
+    let anonymous = auth_client::AuthClient::connect_lazy_with(
+        &server.tls_url(),
+        &auth_client::ClientTls::new()
+            .ca_file(&certs.ca)
+            .expect("ca"),
+    )
+    .expect("client")
+    .with_timeout(Duration::from_secs(2));
+    let refused = auth_client::Validator::builder(anonymous)
+        .build()
+        .validate(&session.access_token)
+        .await
+        .expect_err("no client certificate");
+    assert!(
+        matches!(refused, AuthClientError::Unavailable(_)),
+        "{refused:?}"
+    );
+}

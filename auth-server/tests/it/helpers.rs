@@ -139,7 +139,14 @@ async fn start(settings: Settings, db: Arc<TestDb>, dir: Arc<TempDir>) -> TestAp
         .await
         .expect("server runs");
     });
-    let channel = channel(addr).await;
+    // A TLS server cannot be reached over plaintext: its tests connect their own channels.
+    let channel = if settings.tls.is_some() {
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("valid uri")
+            .connect_lazy()
+    } else {
+        channel(addr).await
+    };
     let client = AuthServiceClient::new(channel.clone());
     let admin = AdminServiceClient::new(channel.clone());
     TestApp {

@@ -16,3 +16,4 @@ mod otel;
 mod protection;
 mod reflection;
 mod reset;
+mod tls;

@@ -175,3 +175,29 @@ async fn log_format_json_writes_one_json_object_per_line() {
     assert_eq!(listening["fields"]["message"], "auth-server listening");
     assert_eq!(listening["level"], "INFO");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_over_their_class_limit_are_refused_at_once_and_freed_when_closed() {
+    let app = spawn_app_with(Db::Sqlite, |s| s.limits.max_streams = 1).await;
+    let token = app
+        .token_with_roles("feed@example.com", &["events.subscriber"])
+        .await;
+    let first = app.subscribe(&token, 0).await.expect("first stream");
+    let refused = assert_code(app.subscribe(&token, 0).await, Code::ResourceExhausted);
+    assert!(refused.message().contains("concurrent"), "{refused:?}");
+    // Unary calls have their own budgets.
+    app.validate(&token).await.expect("validate unaffected");
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(stream) = app.subscribe(&token, 0).await {
+            reopened = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        reopened.is_some(),
+        "the closed stream's slot was never freed"
+    );
+}

@@ -72,7 +72,14 @@ impl TestBackend {
             database_url,
             auth_email: SERVICE_EMAIL.into(),
             auth_password: PASSWORD.into(),
+            auth_ca_file: None,
+            auth_client_cert: None,
+            auth_client_key: None,
         };
+        Self::start_config(config).await
+    }
+
+    pub async fn start_config(config: Config) -> Self {
         let mut backend = Self {
             addr: config.listen,
             config,

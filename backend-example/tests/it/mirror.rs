@@ -216,3 +216,50 @@ async fn backend_owned_fields_survive_auth_changes(db: Db) {
     );
     assert_eq!(me.json["email"], "owner@example.com");
 }
+
+/// auth-server behind mutual TLS: the backend syncs and validates over `https://` with the CA
+/// and its client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_syncs_and_me_answers_over_mutual_tls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = auth_server::testkit::TestCerts::generate(&dir.path().join("certs"));
+    let auth = Server::start(false, |s| {
+        s.tls = Some(auth_server::tls::TlsSettings {
+            cert: certs.server_cert.clone(),
+            key: certs.server_key.clone(),
+            client_ca: Some(certs.ca.clone()),
+            watch_interval: Duration::from_secs(5),
+        });
+    })
+    .await;
+    auth.account_with_roles(SERVICE_EMAIL, &["events.subscriber"])
+        .await;
+    auth.account_with_roles("tls-user@example.com", &[]).await;
+    let database = backend_db(Db::Sqlite, &dir).await;
+    let backend = TestBackend::start_config(backend_example::config::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        auth_url: auth.tls_url(),
+        database_url: database.url.clone(),
+        auth_email: SERVICE_EMAIL.into(),
+        auth_password: PASSWORD.into(),
+        auth_ca_file: Some(certs.ca.clone()),
+        auth_client_cert: Some(certs.client_cert.clone()),
+        auth_client_key: Some(certs.client_key.clone()),
+    })
+    .await;
+    backend.wait_applied(auth_head(&auth).await).await;
+    assert_eq!(backend.health().await["mirrored_users"], 2);
+    let tls = auth_client::ClientTls::new()
+        .ca_file(&certs.ca)
+        .expect("ca")
+        .identity_files(&certs.client_cert, &certs.client_key)
+        .expect("identity");
+    let client = auth_client::AuthClient::connect_lazy_with(&auth.tls_url(), &tls).expect("client");
+    let session = client
+        .login("tls-user@example.com", PASSWORD)
+        .await
+        .expect("login over mTLS");
+    let me = backend.me(Some(&session.access_token)).await;
+    assert_eq!(me.status, 200, "{:?}", me.json);
+    assert_eq!(me.json["email"], "tls-user@example.com");
+}
