@@ -232,8 +232,15 @@ async fn spans_reach_an_otlp_receiver_and_continue_the_callers_trace() {
         "password.verify inside the traced login"
     );
 
-    // No attribute anywhere holds the password or the tokens.
+    // So does storage: database calls inside the traced login carry `db.system`.
     let spans = receiver.spans.lock().expect("lock").clone();
+    assert!(
+        spans.iter().any(|(_, s)| s.trace_id == login_span.trace_id
+            && attr(s, "db.system").as_deref() == Some("sqlite")),
+        "database spans inside the traced login"
+    );
+
+    // No attribute anywhere holds the password or the tokens.
     for (_, span) in &spans {
         for kv in &span.attributes {
             let text = format!("{:?}", kv.value);
