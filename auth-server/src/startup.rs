@@ -483,8 +483,15 @@ fn spawn_housekeeping(
             }
             .await;
             match result {
+                Ok((0, 0, 0, 0)) => tracing::debug!("housekeeping: nothing to prune"),
                 Ok((audit, resets, challenges, throttles)) => {
-                    tracing::info!(audit, resets, challenges, throttles, "housekeeping done")
+                    tracing::info!(
+                        audit,
+                        resets,
+                        challenges,
+                        throttles,
+                        "housekeeping pruned old rows"
+                    )
                 }
                 Err(error) => {
                     tracing::warn!(error.message = %error, error.cause_chain = ?error, "housekeeping failed; retrying next hour")

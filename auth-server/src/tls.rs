@@ -19,6 +19,9 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 /// How long a client may take to finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at most; beyond, new connections wait in the accept queue (a flood of
+/// slow handshakes cannot pile up tasks and memory).
+const MAX_HANDSHAKES: usize = 256;
 
 /// Where the certificate, key and optional client CA live.
 #[derive(Debug, Clone)]
@@ -203,8 +206,12 @@ impl TlsConfig {
     {
         let (tx, rx) = mpsc::channel(64);
         let tls = self.clone();
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
+                let Ok(slot) = Arc::clone(&handshakes).acquire_owned().await else {
+                    return;
+                };
                 let (socket, peer) = tokio::select! {
                     () = tx.closed() => return,
                     accepted = listener.accept() => match accepted {
@@ -220,6 +227,7 @@ impl TlsConfig {
                 let acceptor = tls.acceptor();
                 let tx = tx.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
                         Ok(Ok(stream)) => {
                             let _ = tx.send(Ok(stream)).await;
