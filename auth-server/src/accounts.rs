@@ -847,23 +847,26 @@ impl Accounts {
         Ok(())
     }
 
-    /// The live user of a token and a check of its current password (no lockout counting:
+    /// The token's user, if it still exists and is enabled.
+    async fn live_user(&self, claims: &AccessClaims) -> Result<UserRecord, AuthError> {
+        storage::users::find_user(self.inner.store.conn(), &claims.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(AuthError::InvalidCredentials)
+    }
+
+    /// Checks `user`'s current password and returns the hash it matched (no lockout counting:
     /// the caller already holds a session).
     async fn check_current_password(
         &self,
-        claims: &AccessClaims,
+        user: &UserRecord,
         current: Password,
-    ) -> Result<(UserRecord, passwords::PasswordHash), AuthError> {
+    ) -> Result<passwords::PasswordHash, AuthError> {
         if current.expose().is_empty() {
             return Err(AuthError::InvalidCredentials);
         }
         passwords::check_password_size(current.expose())?;
-        let conn = self.inner.store.conn();
-        let user = storage::users::find_user(conn, &claims.user_id)
-            .await?
-            .filter(|u| !u.disabled)
-            .ok_or(AuthError::InvalidCredentials)?;
-        let hash = storage::users::find_password_hash(conn, &user.id).await?;
+        let hash = storage::users::find_password_hash(self.inner.store.conn(), &user.id).await?;
         let Some(hash) = hash else {
             return Err(AuthError::InvalidCredentials);
         };
@@ -876,7 +879,7 @@ impl Accounts {
             tracing::info!("wrong current password");
             return Err(AuthError::InvalidCredentials);
         }
-        Ok((user, hash))
+        Ok(hash)
     }
 
     /// Changes the password of the token's user after checking the current one; revokes every
@@ -890,17 +893,14 @@ impl Accounts {
         new: Password,
         client: &ClientInfo,
     ) -> Result<usize, AuthError> {
+        let user = self.live_user(claims).await?;
         // Check the new password's rules before spending a hash on the current one.
-        let user = storage::users::find_user(self.inner.store.conn(), &claims.user_id)
-            .await?
-            .filter(|u| !u.disabled)
-            .ok_or(AuthError::InvalidCredentials)?;
         passwords::check_new_password(
             new.expose(),
             &user.email,
             self.inner.settings.min_password_length,
         )?;
-        let (user, old_hash) = self.check_current_password(claims, current).await?;
+        let old_hash = self.check_current_password(&user, current).await?;
         let new_hash = self.inner.hasher.hash(new).await?;
         let tx = self.inner.store.begin_write().await?;
         let Some(updated) =
@@ -1169,7 +1169,8 @@ impl Accounts {
         current: Password,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
-        let (user, _) = self.check_current_password(claims, current).await?;
+        let user = self.live_user(claims).await?;
+        self.check_current_password(&user, current).await?;
         let tx = self.inner.store.begin_write().await?;
         if !storage::mfa::delete_totp(&*tx, &user.id).await? {
             return Err(AuthError::FailedPrecondition {

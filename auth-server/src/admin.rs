@@ -94,6 +94,18 @@ fn page_size(requested: u32) -> u64 {
     })
 }
 
+/// Pages are read with one row more than asked: if it came, the page is cut to `size` and its
+/// last row is where the next page starts.
+fn cut_page<T>(rows: &mut Vec<T>, size: u64) -> Option<&T> {
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    if rows.len() > size {
+        rows.truncate(size);
+        rows.last()
+    } else {
+        None
+    }
+}
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 fn encode_page_token(kind: &str, cursor: &str) -> String {
@@ -255,12 +267,7 @@ impl Admin {
             &filter,
         )
         .await?;
-        let next = if users.len() as u64 > size {
-            users.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-            users.last().map(|u| encode_page_token("u", &u.id))
-        } else {
-            None
-        };
+        let next = cut_page(&mut users, size).map(|u| encode_page_token("u", &u.id));
         Ok((users, next))
     }
 
@@ -617,14 +624,7 @@ impl Admin {
             &filter,
         )
         .await?;
-        let next = if entries.len() as u64 > size {
-            entries.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-            entries
-                .last()
-                .map(|e| encode_page_token("a", &e.id.to_string()))
-        } else {
-            None
-        };
+        let next = cut_page(&mut entries, size).map(|e| encode_page_token("a", &e.id.to_string()));
         Ok((entries, next))
     }
 }

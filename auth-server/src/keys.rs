@@ -163,6 +163,7 @@ impl KeyManager {
         let rows = storage::keys::find_keys(self.store.conn()).await?;
         let now = OffsetDateTime::now_utc();
         let live: Vec<&KeyRow> = rows.iter().filter(|r| r.retired_at.is_none()).collect();
+        let starts: Vec<OffsetDateTime> = live.iter().map(|r| time_of(r.signing_from)).collect();
         let signer = live
             .iter()
             .filter(|r| time_of(r.signing_from) <= now)
@@ -172,13 +173,8 @@ impl KeyManager {
             .iter()
             .map(|row| {
                 let signing_from = time_of(row.signing_from);
-                let replaced_at = live
-                    .iter()
-                    .map(|r| time_of(r.signing_from))
-                    .filter(|&s| s > signing_from && s <= now)
-                    .min();
                 let verify_until =
-                    replaced_at.map(|at| at + self.access_ttl + crate::tokens::LEEWAY);
+                    crate::tokens::verify_until(signing_from, &starts, now, self.access_ttl);
                 let state = if row.retired_at.is_some() {
                     KeyState::Retired
                 } else if signing_from > now {

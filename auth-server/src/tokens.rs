@@ -231,6 +231,23 @@ impl KeyEntry {
     }
 }
 
+/// When a key that began signing at `start` stops verifying, given every live key's start: one
+/// access token lifetime plus leeway after the next key that has begun took over (`None` while
+/// no later key has begun).
+pub fn verify_until(
+    start: OffsetDateTime,
+    starts: &[OffsetDateTime],
+    now: OffsetDateTime,
+    access_ttl: Duration,
+) -> Option<OffsetDateTime> {
+    starts
+        .iter()
+        .copied()
+        .filter(|&s| s > start && s <= now)
+        .min()
+        .map(|replaced_at| replaced_at + access_ttl + LEEWAY)
+}
+
 /// A key with its signing start, as loaded from storage.
 #[derive(Debug)]
 pub struct StoredKey {
@@ -286,10 +303,8 @@ impl KeySet {
         keys.sort_by_key(|k| k.signing_from);
         let starts: Vec<OffsetDateTime> = keys.iter().map(|k| k.signing_from).collect();
         let mut entries = Vec::with_capacity(keys.len());
-        for (i, stored) in keys.into_iter().enumerate() {
-            // Replaced once the next key that has begun signing took over.
-            let replaced_at = starts[i + 1..].iter().copied().find(|&s| s <= now);
-            let verify_until = replaced_at.map(|at| at + access_ttl + LEEWAY);
+        for stored in keys {
+            let verify_until = verify_until(stored.signing_from, &starts, now, access_ttl);
             if verify_until.is_some_and(|until| until <= now) {
                 continue;
             }
