@@ -12,7 +12,7 @@ AUTH_BIN=${AUTH_SERVER_BIN:-target/debug/auth-server}
 BACKEND_BIN=${BACKEND_BIN:-target/debug/backend-example}
 URL=${1:?usage: $0 POSTGRES_URL}
 WORK=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh"
 AUTH=127.0.0.1:$(free_port)
 export AUTH_LISTEN=$AUTH AUTH_DATABASE_URL=$URL AUTH_DATA_DIR=$WORK/auth AUTH_ALLOW_REGISTRATION=true RUST_LOG=warn
 export BACKEND_LISTEN=127.0.0.1:$(free_port) BACKEND_AUTH_URL=http://$AUTH \
@@ -21,11 +21,9 @@ export BACKEND_LISTEN=127.0.0.1:$(free_port) BACKEND_AUTH_URL=http://$AUTH \
 AUTH_PID= BACKEND_PID=
 trap 'kill -TERM $AUTH_PID $BACKEND_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 
-fail() { echo "FAIL: $*"; tail -20 "$WORK"/*.log; exit 1; }
 start_auth() {
   "$AUTH_BIN" serve >>"$WORK/auth.log" 2>&1 & AUTH_PID=$!
-  for _ in $(seq 1 100); do grpcurl -plaintext "$AUTH" list >/dev/null 2>&1 && return; sleep 0.1; done
-  fail "auth-server did not start"
+  wait_up "$AUTH"
 }
 stop_auth() { kill -TERM "$AUTH_PID"; wait "$AUTH_PID" || true; AUTH_PID=; }
 start_backend() {
@@ -34,18 +32,11 @@ start_backend() {
   fail "backend-example did not start"
 }
 stop_backend() { kill -TERM "$BACKEND_PID"; wait "$BACKEND_PID" || true; BACKEND_PID=; }
-rpc() { # rpc METHOD JSON [TOKEN]
-  local args=(-plaintext)
-  [ -n "${3:-}" ] && args+=(-H "authorization: Bearer $3")
-  grpcurl "${args[@]}" -d "$2" "$AUTH" "auth.v1.AuthService/$1"
-}
 signup() { # signup EMAIL -> access token
-  rpc Register "{\"email\":\"$1\",\"password\":\"correct horse battery\"}" >/dev/null
-  rpc Login "{\"email\":\"$1\",\"password\":\"correct horse battery\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])'
+  call "$AUTH" Register "{\"email\":\"$1\",\"password\":\"correct horse battery\"}" >/dev/null
+  call "$AUTH" Login "{\"email\":\"$1\",\"password\":\"correct horse battery\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])'
 }
 me() { curl -s -o "$WORK/me.json" -w '%{http_code}' -H "authorization: Bearer $1" "http://$BACKEND_LISTEN/me"; }
-passed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
 
 start_auth
 echo 'service passphrase' | "$AUTH_BIN" create-user --email svc@example.com --role events.subscriber --password-stdin >/dev/null
@@ -57,8 +48,8 @@ ANN=$(signup ann@example.com)
 [ "$(me "$ANN")" = 200 ] && grep -q '"email":"ann@example.com"' "$WORK/me.json" || fail "new user: $(cat "$WORK/me.json")"
 ok "a newly registered user gets 200 with the mirrored email"
 
-ANN2=$(rpc Login '{"email":"ann@example.com","password":"correct horse battery"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
-rpc ChangePassword '{"currentPassword":"correct horse battery","newPassword":"a new passphrase"}' "$ANN2" >/dev/null
+ANN2=$(call "$AUTH" Login '{"email":"ann@example.com","password":"correct horse battery"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+call "$AUTH" ChangePassword '{"currentPassword":"correct horse battery","newPassword":"a new passphrase"}' "$ANN2" >/dev/null
 for i in $(seq 1 20); do [ "$(me "$ANN")" = 401 ] && break; sleep 0.1; done
 [ "$(me "$ANN")" = 401 ] || fail "revoked session still accepted after 2 s"
 ok "a session revoked by a password change is 401 within 2 s"
@@ -83,4 +74,4 @@ start_backend
 curl -sf "http://$BACKEND_LISTEN/health/sync" | grep -c '"last_applied_sequence"' >/dev/null || fail "health"
 ok "after a backend restart users created meanwhile reach the mirror; /health/sync 200"
 
-echo "$passed passed, 0 failed"
+finish

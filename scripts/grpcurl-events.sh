@@ -6,33 +6,21 @@
 # usage: scripts/grpcurl-events.sh POSTGRES_URL    (an empty database)
 # needs: target/debug/auth-server (or AUTH_SERVER_BIN), grpcurl, python3
 set -euo pipefail
-# Pipes into grep use `grep -c` (reads all input): `grep -q` exits at the first match and the
-# writer's SIGPIPE would fail the pipeline under pipefail.
 
 BIN=${AUTH_SERVER_BIN:-target/debug/auth-server}
 URL=${1:?usage: $0 POSTGRES_URL}
 WORK=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh"
 A=127.0.0.1:$(free_port)
 B=127.0.0.1:$(free_port)
 export AUTH_DATABASE_URL=$URL AUTH_DATA_DIR=$WORK/data AUTH_ALLOW_REGISTRATION=true RUST_LOG=warn
 PIDS=()
 trap 'kill -TERM "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 
-fail() { echo "FAIL: $*"; cat "$WORK"/*.log 2>/dev/null; exit 1; }
-wait_up() { for _ in $(seq 1 100); do grpcurl -plaintext "$1" list >/dev/null 2>&1 && return 0; sleep 0.1; done; fail "server $1 did not start"; }
-call() { # call ADDR METHOD JSON [TOKEN]
-  local addr=$1 method=$2 data=$3 token=${4:-} args=(-plaintext -format-error)
-  [ -n "$token" ] && args+=(-H "authorization: Bearer $token")
-  grpcurl "${args[@]}" -d "$data" "$addr" "auth.v1.AuthService/$method" 2>&1 || true
-}
-field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 events() { # events ADDR TOKEN AFTER -> the stream for 2 s, as JSON objects
   grpcurl -plaintext -max-time 2 -H "authorization: Bearer $2" -d "{\"afterSequence\":$3}" "$1" \
     auth.v1.AuthService/UserEvents 2>/dev/null || true
 }
-passed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
 
 AUTH_LISTEN=$A "$BIN" serve >"$WORK/a.log" 2>&1 & PIDS+=($!)
 wait_up "$A"
@@ -107,4 +95,4 @@ print(f"   (Register on B sent to event seen on A: {1000 * (seen['bob'] - sent):
 PY
 ok "a stream on A shows a user registered through B within a second"
 
-echo "$passed passed, 0 failed"
+finish

@@ -14,35 +14,25 @@ BIN=${AUTH_SERVER_BIN:-target/debug/auth-server}
 DEVCERTS=${DEVCERTS_BIN:-target/debug/examples/devcerts}
 URL=${1:?usage: ops-smoke.sh POSTGRES_URL}
 WORK=$(mktemp -d)
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-A=127.0.0.1:$(port); B=127.0.0.1:$(port); T=127.0.0.1:$(port); M=127.0.0.1:$(port); MT=127.0.0.1:$(port)
+. "$(dirname "$0")/lib.sh"
+A=127.0.0.1:$(free_port); B=127.0.0.1:$(free_port); T=127.0.0.1:$(free_port); M=127.0.0.1:$(free_port); MT=127.0.0.1:$(free_port)
 export AUTH_DATABASE_URL=$URL AUTH_DATA_DIR=$WORK/data AUTH_ALLOW_REGISTRATION=true RUST_LOG=warn
 export AUTH_KEY_REFRESH_SECS=1 AUTH_ARGON2_MEMORY_KIB=1024 AUTH_ARGON2_ITERATIONS=1
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 
-fail() { echo "FAIL: $*"; tail -n 30 "$WORK"/*.log; exit 1; }
 serve() { # serve NAME ADDR [ARGS...]
   local name=$1 addr=$2; shift 2
   "$BIN" serve --listen "$addr" "$@" >>"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
 }
-wait_plain() { for _ in $(seq 1 100); do grpcurl -plaintext "$1" list >/dev/null 2>&1 && return 0; sleep 0.1; done; fail "server $1 did not start"; }
-call() { # call ADDR METHOD JSON [TOKEN]
-  local addr=$1 method=$2 data=$3 token=${4:-} args=(-plaintext -format-error)
-  [ -n "$token" ] && args+=(-H "authorization: Bearer $token")
-  grpcurl "${args[@]}" -d "$data" "$addr" "auth.v1.AuthService/$method" 2>&1 || true
-}
-field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 kid() { python3 -c 'import base64,json,sys; t=sys.argv[1]; f=t.rsplit(".",1)[1]; print(json.loads(base64.urlsafe_b64decode(f+"="*(-len(f)%4)))["kid"])' "$1"; }
-passed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
 
 # Two replicas on one database; A also serves metrics.
 serve a "$A" --metrics-listen "$M"
-wait_plain "$A"
+wait_up "$A"
 serve b "$B"
-wait_plain "$B"
+wait_up "$B"
 
 call "$A" Register '{"email":"ops@example.com","password":"ops passphrase 1"}' | grep -c '"id"' >/dev/null || fail register
 BEFORE=$(call "$A" Login '{"email":"ops@example.com","password":"ops passphrase 1"}' | field accessToken)
@@ -87,4 +77,4 @@ grpcurl -cacert "$C/ca.pem" -servername localhost "$MT" list >/dev/null 2>&1 && 
 grpcurl -cacert "$C/ca.pem" -cert "$C/client.pem" -key "$C/client.key" -servername localhost "$MT" grpc.health.v1.Health/Check | grep -c SERVING >/dev/null || fail "mTLS with a client certificate"
 ok "mTLS demands a client certificate and serves one that has it"
 
-echo "$passed passed, 0 failed"
+finish

@@ -14,7 +14,7 @@ use std::{
 };
 
 use auth_client::{AuthClient, AuthLayer, Validator};
-use auth_server::{Application, Settings, config::HashingSettings};
+use auth_server::{Application, Settings, passwords::HashingSettings};
 use axum::{Router, body::Body, routing::get};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;

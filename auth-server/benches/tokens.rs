@@ -8,7 +8,7 @@
 use std::{hint::black_box, time::Duration};
 
 use auth_server::{
-    config::HashingSettings,
+    passwords::HashingSettings,
     passwords::{HashPool, Password},
     revocation::Revocations,
     tokens::{KeySet, SigningKey, TokenIssuer},

@@ -21,8 +21,8 @@ use std::{
 use auth_proto::pb::{self, auth_service_client::AuthServiceClient};
 use auth_server::{
     Application, Settings,
-    accounts::{NewAccount, create_account},
-    config::HashingSettings,
+    domain::{NewAccount, create_account},
+    passwords::HashingSettings,
     passwords::{HashPool, Password},
     storage::{EventKind, Store, events::append_event, users},
 };

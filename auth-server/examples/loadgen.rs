@@ -25,7 +25,7 @@ use std::{
 use auth_proto::pb::{self, auth_service_client::AuthServiceClient};
 use auth_server::{
     Application, Settings,
-    config::HashingSettings,
+    passwords::HashingSettings,
     passwords::{HashPool, Password},
 };
 use clap::Parser;
@@ -177,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
             // One load generator on 127.0.0.1 would hit the per-address limit at once.
             settings.protection.rate_limit = None;
             // The locked email must stay locked through every round.
-            settings.protection.lockout.base_lock = Duration::from_secs(3600);
+            settings.protection.lockout.lockout_base_secs = 3600;
             let app = Application::build(settings).await?;
             let addr = app.local_addr();
             hash_pool = Some(app.hash_pool());

@@ -3,8 +3,8 @@
 use std::io::Read as _;
 
 use crate::{
-    accounts::{self, NewAccount, ROLE_ADMIN},
     config::{AccountArgs, KeyArgs, KeysAction, MigrateAction, StoreArgs},
+    domain::{self, NewAccount, ROLE_ADMIN},
     error::AuthError,
     keys::{KeyInfo, KeyManager},
     passwords::{HashPool, Password},
@@ -155,7 +155,7 @@ pub async fn create_user(args: &AccountArgs, roles: Vec<String>) -> Result<UserR
         display_name,
         roles,
     };
-    let user = accounts::create_account(&db, &hasher, settings.min_password_length, new).await;
+    let user = domain::create_account(&db, &hasher, settings.min_password_length, new).await;
     db.close().await;
     Ok(user?)
 }

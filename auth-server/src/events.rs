@@ -36,10 +36,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use tokio::{
-    sync::{Notify, broadcast, mpsc, watch},
-    task::JoinHandle,
-};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use crate::{
     revocation::Revocations,
@@ -49,8 +46,6 @@ use crate::{
     },
 };
 
-/// Events held in memory for streams that are a little behind (default).
-pub const FEED_CAPACITY: usize = 4096;
 /// Events read from the database per query.
 const PAGE: u64 = 500;
 /// Buffer between a stream's task and its client.
@@ -96,18 +91,18 @@ struct HubInner {
     next_stream: std::sync::atomic::AtomicU64,
 }
 
-/// The background tasks of the feed; abort them (or call [`EventHub::close`]) at shutdown.
-#[derive(Debug)]
+/// The feed's background work, for the caller to spawn: the tailer, and on PostgreSQL the
+/// `LISTEN` connection. Both end when [`EventHub::close`] is called or when dropped.
 pub struct FeedTasks {
-    tasks: Vec<JoinHandle<()>>,
+    /// Each task.
+    pub tasks: Vec<futures::future::BoxFuture<'static, ()>>,
 }
 
-impl FeedTasks {
-    /// Stops the background tasks.
-    pub fn abort(&self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+impl std::fmt::Debug for FeedTasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedTasks")
+            .field("tasks", &self.tasks.len())
+            .finish()
     }
 }
 
@@ -135,14 +130,19 @@ impl EventHub {
             }),
         };
         let wake = store.events_committed();
-        let mut tasks = Vec::new();
+        let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
         if settings.database_url.starts_with("postgres") {
-            tasks.push(tokio::spawn(listen_postgres(
-                settings.database_url.clone(),
-                Arc::clone(&wake),
-            )));
+            let shutdown = hub.inner.shutdown.subscribe();
+            let listen = listen_postgres(settings.database_url.clone(), Arc::clone(&wake));
+            tasks.push(Box::pin(async move {
+                let mut shutdown = shutdown;
+                tokio::select! {
+                    () = listen => {}
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                }
+            }));
         }
-        tasks.push(tokio::spawn(tail(
+        tasks.push(Box::pin(tail(
             hub.clone(),
             revocations,
             wake,
@@ -150,6 +150,16 @@ impl EventHub {
             head,
         )));
         Ok((hub, FeedTasks { tasks }))
+    }
+
+    /// The newest committed event sequence (read from the database).
+    pub async fn head_sequence(&self) -> Result<i64, StorageError> {
+        find_head_sequence(self.inner.store.conn()).await
+    }
+
+    /// Every user at one sequence: see [`snapshot`].
+    pub fn snapshot(&self) -> mpsc::Receiver<Result<SnapshotItem, StorageError>> {
+        snapshot(self.inner.store.clone())
     }
 
     /// The newest sequence published to this process's streams.

@@ -12,7 +12,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use time::OffsetDateTime;
 
 use crate::{
-    accounts::millis,
+    clock,
     sealing::SealingKey,
     storage::{self, Store, keys::KeyRow},
     tokens::{KeyError, KeySet, SigningKey, StoredKey, TokenIssuer},
@@ -66,9 +66,13 @@ pub struct KeyInfo {
     pub retired_at: Option<OffsetDateTime>,
 }
 
-fn time_of(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+/// A stored instant; a value out of range can only be a corrupt row.
+fn time_of(ms: i64) -> Result<OffsetDateTime, KeyError> {
+    clock::from_millis(ms).ok_or_else(|| {
+        KeyError::Storage(crate::storage::StorageError::Corrupt(format!(
+            "signing key time {ms} is out of range"
+        )))
+    })
 }
 
 /// Reads, creates, rotates and retires signing keys.
@@ -99,7 +103,7 @@ impl KeyManager {
             kid: key.kid().to_owned(),
             public_paserk: key.public_paserk(),
             secret_sealed: secret,
-            created_at: storage::now_millis(),
+            created_at: clock::now_millis(),
             signing_from,
             retired_at: None,
         })
@@ -113,7 +117,7 @@ impl KeyManager {
             return Ok(());
         }
         let legacy = KeySet::legacy_files(data_dir)?;
-        let now = storage::now_millis();
+        let now = clock::now_millis();
         if legacy.is_empty() {
             let key = SigningKey::generate()?;
             storage::keys::create_key(self.store.conn(), self.row(&key, now)?).await?;
@@ -152,27 +156,30 @@ impl KeyManager {
             }
             keys.push(StoredKey {
                 key,
-                signing_from: time_of(row.signing_from),
+                signing_from: time_of(row.signing_from)?,
             });
         }
-        KeySet::from_stored(keys, OffsetDateTime::now_utc(), self.access_ttl)
+        KeySet::from_stored(keys, clock::now(), self.access_ttl)
     }
 
     /// Every key with its state.
     pub async fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
         let rows = storage::keys::find_keys(self.store.conn()).await?;
-        let now = OffsetDateTime::now_utc();
+        let now = clock::now();
+        let now_ms = clock::millis(now);
         let live: Vec<&KeyRow> = rows.iter().filter(|r| r.retired_at.is_none()).collect();
-        let starts: Vec<OffsetDateTime> = live.iter().map(|r| time_of(r.signing_from)).collect();
+        let starts = live
+            .iter()
+            .map(|r| time_of(r.signing_from))
+            .collect::<Result<Vec<_>, _>>()?;
         let signer = live
             .iter()
-            .filter(|r| time_of(r.signing_from) <= now)
+            .filter(|r| r.signing_from <= now_ms)
             .max_by_key(|r| r.signing_from)
             .map(|r| r.kid.clone());
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|row| {
-                let signing_from = time_of(row.signing_from);
+                let signing_from = time_of(row.signing_from)?;
                 let verify_until =
                     crate::tokens::verify_until(signing_from, &starts, now, self.access_ttl);
                 let state = if row.retired_at.is_some() {
@@ -186,22 +193,22 @@ impl KeyManager {
                 } else {
                     KeyState::Verifying
                 };
-                KeyInfo {
+                Ok(KeyInfo {
                     kid: row.kid.clone(),
                     state,
-                    created_at: time_of(row.created_at),
+                    created_at: time_of(row.created_at)?,
                     signing_from,
                     verify_until: verify_until.filter(|_| row.retired_at.is_none()),
-                    retired_at: row.retired_at.map(time_of),
-                }
+                    retired_at: row.retired_at.map(time_of).transpose()?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Adds a key that starts signing after `activate_in`.
     pub async fn rotate(&self, activate_in: Duration) -> Result<KeyInfo, KeyError> {
         let key = SigningKey::generate()?;
-        let start = millis(OffsetDateTime::now_utc() + activate_in);
+        let start = clock::millis(clock::now() + activate_in);
         storage::keys::create_key(self.store.conn(), self.row(&key, start)?).await?;
         tracing::info!(kid = %key.kid(), activate_in_secs = activate_in.as_secs(), "signing key rotated");
         self.info(key.kid()).await
@@ -220,7 +227,7 @@ impl KeyManager {
             }
             _ => {}
         }
-        storage::keys::retire_key(self.store.conn(), kid, storage::now_millis()).await?;
+        storage::keys::retire_key(self.store.conn(), kid, clock::now_millis()).await?;
         tracing::warn!(kid, "signing key retired; its tokens no longer verify");
         self.info(kid).await
     }
@@ -236,12 +243,9 @@ impl KeyManager {
 
 /// Reloads the key set every `interval` and swaps it into `tokens` when it changed (a rotation,
 /// a retirement, or a key that expired).
-pub fn spawn_key_refresher(
-    keys: KeyManager,
-    tokens: Arc<TokenIssuer>,
-    interval: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+/// Runs until dropped; the caller spawns it.
+pub async fn refresh_keys(keys: KeyManager, tokens: Arc<TokenIssuer>, interval: Duration) {
+    {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -259,5 +263,5 @@ pub fn spawn_key_refresher(
                 }
             }
         }
-    })
+    }
 }

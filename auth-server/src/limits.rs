@@ -20,9 +20,25 @@ use tonic::{
     codegen::http::{HeaderValue, Request, Response},
 };
 
-use crate::config::LimitSettings;
 use tower_layer::Layer;
 use tower_service::Service;
+
+/// Validated limits.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitSettings {
+    /// Password class: concurrency and deadline.
+    pub password: (usize, Duration),
+    /// Validate class.
+    pub validate: (usize, Duration),
+    /// Admin class.
+    pub admin: (usize, Duration),
+    /// Everything else (logout, health, reflection): concurrency and deadline.
+    pub other: (usize, Duration),
+    /// Streams at most (no deadline).
+    pub max_streams: usize,
+    /// HTTP/2 keepalive interval.
+    pub keepalive: Duration,
+}
 
 /// `grpc-status` of OUT_OF_RANGE.
 const OUT_OF_RANGE: &str = "11";
@@ -92,7 +108,7 @@ where
 /// Which budget an RPC draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RpcClass {
-    /// Calls that hash a password or guard a secret.
+    /// Calls that hash a password or guard a secret (also rate-limited per client address).
     Password,
     /// Token checks.
     Validate,
@@ -104,7 +120,8 @@ pub enum RpcClass {
     Other,
 }
 
-/// The class of a request path.
+/// The class of a request path: the one table of which RPC is which class. `ClassLimit`
+/// puts the class into the request's extensions for the handlers.
 pub fn classify(path: &str) -> RpcClass {
     let Some(method) = path.strip_prefix("/auth.v1.AuthService/") else {
         return if path.starts_with("/auth.v1.AdminService/") {
@@ -226,8 +243,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let class = classify(request.uri().path());
+        // The handlers read the class from here (the rate limit applies to the password class),
+        // so which RPC is expensive is decided once, by `classify`.
+        request.extensions_mut().insert(class);
         let budget = &self.budgets[class as usize];
         let Ok(permit) = Arc::clone(&budget.permits).try_acquire_owned() else {
             tracing::warn!(?class, "concurrency limit reached; call refused");

@@ -36,7 +36,7 @@ pub struct MailSettings {
 impl fmt::Debug for MailSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MailSettings")
-            .field("smtp_url", &crate::config::redact_url(&self.smtp_url))
+            .field("smtp_url", &crate::secrets::redact_url(&self.smtp_url))
             .field("from", &self.from)
             .field("reset_link_template", &self.reset_link_template)
             .finish()

@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use crate::{Application, Settings, config::HashingSettings};
+use crate::{Application, Settings, passwords::HashingSettings};
 use sea_orm::{ConnectionTrait, Database};
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -140,13 +140,13 @@ impl Server {
             .await
             .expect("store");
         let hasher = crate::passwords::HashPool::new(&CHEAP, 1, 1).expect("pool");
-        let new = crate::accounts::NewAccount {
+        let new = crate::domain::NewAccount {
             email,
             password: crate::passwords::Password::new(PASSWORD.into()),
             display_name: "",
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         };
-        crate::accounts::create_account(&store, &hasher, 8, new)
+        crate::domain::create_account(&store, &hasher, 8, new)
             .await
             .expect("account");
         store.close().await;

@@ -14,7 +14,7 @@ use std::{
 
 use rustls::{RootCertStore, ServerConfig, crypto::ring, server::WebPkiClientVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
-use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio::{net::TcpListener, sync::mpsc};
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 /// How long a client may take to finish the handshake.
@@ -161,9 +161,9 @@ impl TlsConfig {
     }
 
     /// Reloads on `SIGHUP` and when a file's modification time changes.
-    pub fn spawn_watcher(&self) -> JoinHandle<()> {
+    pub fn watch(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let tls = self.clone();
-        tokio::spawn(async move {
+        async move {
             let mut hangup =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             let mut ticker = tokio::time::interval(tls.settings.watch_interval);
@@ -194,7 +194,7 @@ impl TlsConfig {
                     }
                 }
             }
-        })
+        }
     }
 
     /// Accepts TCP connections and hands out those that complete a TLS handshake; failed

@@ -6,8 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{RequestGuard, bearer_token, millis_of, timestamp, timestamp_millis, user_pb};
 use crate::{
-    accounts::Accounts,
-    admin::{Actor, Admin, CreateUser, UserUpdate},
+    domain::{Accounts, Actor, Admin, CreateUser, UserUpdate},
     error::AuthError,
     passwords::Password,
     storage::{audit::AuditFilter, users::UserFilter},
@@ -25,7 +24,7 @@ impl AdminApi {
     /// Wraps the account domain.
     pub fn new(accounts: Accounts, guard: RequestGuard) -> Self {
         Self {
-            admin: Admin::new(accounts.clone()),
+            admin: accounts.admin(),
             accounts,
             guard,
         }
@@ -35,7 +34,7 @@ impl AdminApi {
         let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
         crate::observe::record_user(&claims.user_id);
         self.admin
-            .authorize(claims, self.guard.client(request))
+            .authorize(claims, self.guard.admit(request)?)
             .await
     }
 }

@@ -25,9 +25,9 @@ macro_rules! session_response {
     }};
 }
 use crate::{
-    accounts::{Accounts, LoginOutcome, ROLE_ADMIN, ROLE_EVENTS_SUBSCRIBER},
+    domain::{Accounts, LoginOutcome, ROLE_ADMIN, ROLE_EVENTS_SUBSCRIBER},
     error::AuthError,
-    events::{self, EventHub, SnapshotItem},
+    events::{EventHub, SnapshotItem},
     observe::record_user,
     passwords::Password,
     tokens::AccessClaims,
@@ -149,7 +149,7 @@ impl AuthService for AuthApi {
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
         let claims = self.bearer(&request)?;
-        let client = self.guard.client(&request);
+        let client = self.guard.admit(&request)?;
         self.accounts.logout(&claims, &client).await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
@@ -194,8 +194,7 @@ impl AuthService for AuthApi {
         &self,
         _request: Request<pb::GetPublicKeysRequest>,
     ) -> Result<Response<pb::GetPublicKeysResponse>, Status> {
-        let tokens = self.accounts.tokens();
-        let set = tokens.keys();
+        let (set, issuer) = self.accounts.public_keys();
         let signer = set.signer().kid().to_owned();
         let keys = set
             .keys()
@@ -209,7 +208,7 @@ impl AuthService for AuthApi {
             .collect();
         Ok(Response::new(pb::GetPublicKeysResponse {
             keys,
-            issuer: tokens.issuer().to_owned(),
+            issuer: issuer.to_owned(),
         }))
     }
 
@@ -221,7 +220,7 @@ impl AuthService for AuthApi {
     ) -> Result<Response<Self::UserEventsStream>, Status> {
         let claims = self.authorize_subscriber(&request)?;
         let after = i64::try_from(request.get_ref().after_sequence).unwrap_or(i64::MAX);
-        let head = self.accounts.head_sequence().await?;
+        let head = self.events.head_sequence().await.map_err(AuthError::from)?;
         if after > head {
             return Err(AuthError::CursorBeyondHead { head }.into());
         }
@@ -244,7 +243,7 @@ impl AuthService for AuthApi {
     ) -> Result<Response<Self::UserSnapshotStream>, Status> {
         let claims = self.authorize_subscriber(&request)?;
         tracing::info!(user_id = %claims.user_id, "snapshot requested");
-        let items = events::snapshot(self.accounts.store().clone());
+        let items = self.events.snapshot();
         let stream = tokio_stream::wrappers::ReceiverStream::new(items).map(|item| {
             let item = match item.map_err(|e| Status::from(AuthError::from(e)))? {
                 SnapshotItem::Header {

@@ -8,14 +8,16 @@ pub use admin::AdminApi;
 pub use auth::AuthApi;
 
 use auth_proto::pb;
-use prost_types::Timestamp;
-use time::OffsetDateTime;
 use tonic::{Request, metadata::MetadataMap};
 
+pub(crate) use crate::clock::{
+    millis_of_timestamp as millis_of, timestamp, timestamp_of_millis as timestamp_millis,
+};
 use crate::{
     error::AuthError,
-    protection::{ClientAddrResolver, RateLimiter},
-    storage::{EventKind, StoredEvent, UserRecord, sessions::ClientInfo},
+    limits::RpcClass,
+    rate_limit::{ClientAddrResolver, RateLimiter},
+    storage::{ClientInfo, EventKind, StoredEvent, UserRecord},
     tokens::TokenError,
 };
 
@@ -69,8 +71,20 @@ impl RequestGuard {
             .resolve(request.remote_addr().map(|a| a.ip()), &forwarded)
     }
 
+    /// Client address and user agent of a request; for a call of the password class (the
+    /// one table in `limits.rs` says which), only after taking a token from the client's rate
+    /// limit bucket, before any hashing or database work.
+    pub(crate) fn admit<T>(&self, request: &Request<T>) -> Result<ClientInfo, AuthError> {
+        // Without a class (a call that did not pass `ClassLimit`), limit rather than not.
+        let class = request.extensions().get::<RpcClass>().copied();
+        if class.is_none_or(|c| c == RpcClass::Password) {
+            self.limiter.check(self.addr(request))?;
+        }
+        Ok(self.client(request))
+    }
+
     /// Client address and user agent of a request.
-    pub(crate) fn client<T>(&self, request: &Request<T>) -> ClientInfo {
+    fn client<T>(&self, request: &Request<T>) -> ClientInfo {
         ClientInfo {
             addr: self.addr(request).map(|a| a.to_string()),
             user_agent: request
@@ -79,33 +93,6 @@ impl RequestGuard {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         }
-    }
-
-    /// Like [`client`](Self::client), after taking a token from the client's rate limit
-    /// bucket (before any hashing or database work).
-    pub(crate) fn admit<T>(&self, request: &Request<T>) -> Result<ClientInfo, AuthError> {
-        self.limiter.check(self.addr(request))?;
-        Ok(self.client(request))
-    }
-}
-
-pub(crate) fn millis_of(t: &Timestamp) -> i64 {
-    t.seconds
-        .saturating_mul(1000)
-        .saturating_add(i64::from(t.nanos.clamp(0, 999_999_999) / 1_000_000))
-}
-
-pub(crate) fn timestamp(t: OffsetDateTime) -> Timestamp {
-    Timestamp {
-        seconds: t.unix_timestamp(),
-        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
-    }
-}
-
-pub(crate) fn timestamp_millis(ms: i64) -> Timestamp {
-    Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
     }
 }
 

@@ -6,7 +6,7 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 
-use super::{StorageResult, entities::audit_events, sessions::ClientInfo};
+use super::{ClientInfo, StorageResult, entities::audit_events, truncate};
 
 /// What an audit record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,14 +252,6 @@ pub async fn append_audit(
     .insert(conn)
     .await?;
     Ok(())
-}
-
-pub(super) fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
 }
 
 /// What `find_audit_page` filters on.

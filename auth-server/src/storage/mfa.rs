@@ -9,10 +9,9 @@ use sea_orm::{
 };
 
 use super::{
-    StorageResult,
-    audit::truncate,
+    ClientInfo, StorageResult,
     entities::{mfa_challenges, mfa_recovery_codes, mfa_totp},
-    sessions::ClientInfo,
+    truncate,
 };
 
 /// A user's TOTP enrollment.

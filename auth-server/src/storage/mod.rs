@@ -33,7 +33,7 @@ use sea_orm::{
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 pub use events::{EventKind, StoredEvent};
-pub use users::UserRecord;
+pub use users::{PasswordHash, UserRecord};
 
 /// Storage failures, by cause.
 #[derive(Debug, thiserror::Error)]
@@ -124,10 +124,29 @@ fn process_wide(url: &str, is_sqlite: bool) -> (Option<Arc<Mutex<()>>>, Arc<Noti
     (is_sqlite.then(|| Arc::clone(lock)), Arc::clone(signal))
 }
 
-/// Unix milliseconds now.
+/// Unix milliseconds now (storage keeps instants as unix milliseconds).
 pub fn now_millis() -> i64 {
     let now = time::OffsetDateTime::now_utc();
-    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    // Every instant `time` represents is well inside i64 milliseconds.
+    now.unix_timestamp() * 1000 + i64::from(now.millisecond())
+}
+
+/// What a login records about the client.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// Remote address.
+    pub addr: Option<String>,
+    /// `user-agent` metadata.
+    pub user_agent: Option<String>,
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
 }
 
 impl Store {

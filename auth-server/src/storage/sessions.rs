@@ -6,8 +6,9 @@ use sea_orm::{
 };
 
 use super::{
-    StorageResult,
+    ClientInfo, StorageResult,
     entities::{refresh_tokens, sessions},
+    truncate,
 };
 
 /// Why a session was revoked (stored in `sessions.revoked_reason`).
@@ -41,15 +42,6 @@ impl RevokeReason {
             RevokeReason::Admin => "admin",
         }
     }
-}
-
-/// What a login records about the client.
-#[derive(Debug, Clone, Default)]
-pub struct ClientInfo {
-    /// Remote address.
-    pub addr: Option<String>,
-    /// `user-agent` metadata.
-    pub user_agent: Option<String>,
 }
 
 /// A session row.
@@ -111,8 +103,6 @@ pub async fn create_session(
     .await?;
     Ok(id)
 }
-
-use super::audit::truncate;
 
 /// The session with this id.
 pub async fn find_session(

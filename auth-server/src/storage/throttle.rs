@@ -1,6 +1,5 @@
-//! Failed-login counting and lockout per normalized email (known or not).
-
-use std::time::Duration;
+//! The `login_throttle` table: failed-login counts and locks per normalized email (queries
+//! only; the lockout rules are in `domain/lockout.rs`).
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait as _,
@@ -9,75 +8,52 @@ use sea_orm::{
 
 use super::{StorageError, StorageResult, entities::login_throttle};
 
-/// Lockout rules: `max_failures` in `window` lock the email for `base_lock`, doubling with
-/// every further lock up to `max_lock`. The lock count decays after a day without failures.
-#[derive(Debug, Clone, Copy)]
-pub struct LockoutPolicy {
-    /// Failures within the window that trigger a lock (0 disables lockout).
-    pub max_failures: u32,
-    /// The counting window.
-    pub window: Duration,
-    /// First lock duration.
-    pub base_lock: Duration,
-    /// Longest lock.
-    pub max_lock: Duration,
-}
-
-impl LockoutPolicy {
-    /// How long the lock after `previous_locks` earlier ones lasts.
-    pub fn lock_duration(&self, previous_locks: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(Ord::min(previous_locks, 31))
-            .unwrap_or(u32::MAX);
-        self.base_lock.saturating_mul(factor).min(self.max_lock)
-    }
-}
-
-/// The throttle state of one email.
+/// The stored failure count and lock of one email. The rules that move it live in
+/// `domain/lockout.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ThrottleState {
+pub struct ThrottleRow {
     /// Failures in the current window.
-    pub failures: u32,
+    pub failures: i32,
+    /// Start of the counting window (unix ms).
+    pub window_started_at: i64,
     /// Locked until (unix ms), if a lock was set.
     pub locked_until: Option<i64>,
+    /// Locks so far (the next lock lasts longer).
+    pub lock_count: i32,
+    /// Last change (unix ms).
+    pub updated_at: i64,
 }
 
-impl ThrottleState {
-    /// Whether the email is locked at `now`.
-    pub fn is_locked(&self, now: i64) -> bool {
-        self.locked_until.is_some_and(|until| until > now)
+impl From<login_throttle::Model> for ThrottleRow {
+    fn from(m: login_throttle::Model) -> Self {
+        Self {
+            failures: m.failures,
+            window_started_at: m.window_started_at,
+            locked_until: m.locked_until,
+            lock_count: m.lock_count,
+            updated_at: m.updated_at,
+        }
     }
 }
 
-const DECAY: i64 = 24 * 3600 * 1000;
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The state of `email`, if it ever failed.
+/// The row of `email`, if it ever failed.
 pub async fn find_throttle(
     conn: &impl ConnectionTrait,
     email: &str,
-) -> StorageResult<Option<ThrottleState>> {
+) -> StorageResult<Option<ThrottleRow>> {
     Ok(login_throttle::Entity::find_by_id(email.to_owned())
         .one(conn)
         .await?
-        .map(|m| ThrottleState {
-            failures: u32::try_from(m.failures).unwrap_or(0),
-            locked_until: m.locked_until,
-        }))
+        .map(ThrottleRow::from))
 }
 
-/// Counts one failure of `email` (in the caller's transaction; on PostgreSQL the row stays
-/// locked until it ends, so concurrent failures all count). Returns the lock end if this
-/// failure locked the email.
-pub async fn record_failure(
+/// The row of `email`, created empty at `now` if missing, locked for the rest of the caller's
+/// transaction on PostgreSQL (so concurrent failures are counted one after the other).
+pub async fn find_throttle_for_update(
     conn: &impl ConnectionTrait,
     email: &str,
     now: i64,
-    policy: &LockoutPolicy,
-) -> StorageResult<Option<i64>> {
+) -> StorageResult<ThrottleRow> {
     login_throttle::Entity::insert(login_throttle::ActiveModel {
         email: Set(email.to_owned()),
         failures: Set(0),
@@ -97,40 +73,30 @@ pub async fn record_failure(
     if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
         query = query.lock_exclusive();
     }
-    let row = query
+    query
         .one(conn)
         .await?
-        .ok_or_else(|| StorageError::Corrupt("login_throttle row vanished".into()))?;
-    let mut failures = row.failures;
-    let mut window_started_at = row.window_started_at;
-    let mut lock_count = row.lock_count;
-    let mut locked_until = row.locked_until;
-    if row.updated_at < now - DECAY {
-        lock_count = 0;
+        .map(ThrottleRow::from)
+        .ok_or_else(|| StorageError::Corrupt("login_throttle row vanished".into()))
+}
+
+/// Stores the row of `email`.
+pub async fn update_throttle(
+    conn: &impl ConnectionTrait,
+    email: &str,
+    row: ThrottleRow,
+) -> StorageResult<()> {
+    login_throttle::ActiveModel {
+        email: Set(email.to_owned()),
+        failures: Set(row.failures),
+        window_started_at: Set(row.window_started_at),
+        locked_until: Set(row.locked_until),
+        lock_count: Set(row.lock_count),
+        updated_at: Set(row.updated_at),
     }
-    if window_started_at <= now - ms(policy.window) {
-        failures = 0;
-        window_started_at = now;
-    }
-    failures += 1;
-    let mut newly_locked = None;
-    if policy.max_failures > 0 && u32::try_from(failures).unwrap_or(u32::MAX) >= policy.max_failures
-    {
-        let until = now + ms(policy.lock_duration(u32::try_from(lock_count).unwrap_or(0)));
-        locked_until = Some(until);
-        newly_locked = Some(until);
-        lock_count += 1;
-        failures = 0;
-        window_started_at = now;
-    }
-    let mut active: login_throttle::ActiveModel = row.into();
-    active.failures = Set(failures);
-    active.window_started_at = Set(window_started_at);
-    active.locked_until = Set(locked_until);
-    active.lock_count = Set(lock_count);
-    active.updated_at = Set(now);
-    active.update(conn).await?;
-    Ok(newly_locked)
+    .update(conn)
+    .await?;
+    Ok(())
 }
 
 /// Forgets `email`'s failures and lock (a success, an unlock or a reset). Whether there was
@@ -159,24 +125,4 @@ pub async fn delete_stale_throttles(
         .exec(conn)
         .await?;
     Ok(result.rows_affected)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locks_double_up_to_the_maximum() {
-        let policy = LockoutPolicy {
-            max_failures: 5,
-            window: Duration::from_secs(900),
-            base_lock: Duration::from_secs(60),
-            max_lock: Duration::from_secs(3600),
-        };
-        let minutes: Vec<u64> = (0..8)
-            .map(|n| policy.lock_duration(n).as_secs() / 60)
-            .collect();
-        assert_eq!(minutes, [1, 2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(policy.lock_duration(200).as_secs(), 3600);
-    }
 }

@@ -11,7 +11,16 @@ use super::{
     entities::{credentials, users},
     now_millis,
 };
-use crate::passwords::PasswordHash;
+
+/// A PHC-format password hash as stored: prints as `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(pub String);
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash([redacted])")
+    }
+}
 
 /// A user's public state, as events carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

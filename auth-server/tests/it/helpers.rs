@@ -12,7 +12,7 @@ use auth_proto::pb::{
 };
 use auth_server::{
     Application, Settings,
-    config::HashingSettings,
+    passwords::HashingSettings,
     storage::{Store, UserRecord},
     testkit,
 };
@@ -345,13 +345,13 @@ impl TestApp {
     pub async fn token_with_roles(&self, email: &str, roles: &[&str]) -> String {
         let store = self.store().await;
         let hasher = auth_server::passwords::HashPool::new(&CHEAP_HASHING, 1, 1).expect("pool");
-        let new = auth_server::accounts::NewAccount {
+        let new = auth_server::domain::NewAccount {
             email,
             password: auth_server::passwords::Password::new(PASSWORD.into()),
             display_name: "",
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         };
-        auth_server::accounts::create_account(&store, &hasher, 8, new)
+        auth_server::domain::create_account(&store, &hasher, 8, new)
             .await
             .expect("create account");
         store.close().await;

@@ -121,7 +121,7 @@ async fn a_success_resets_the_failure_count(db: Db) {
 
 async fn rate_limit_answers_resource_exhausted_with_retry_info_before_hashing(db: Db) {
     let app = spawn_app_with(db, |s| {
-        s.protection.rate_limit = Some(auth_server::config::RateLimitSettings {
+        s.protection.rate_limit = Some(auth_server::rate_limit::RateLimitSettings {
             per_minute: 60,
             burst: 3,
         });
@@ -164,7 +164,7 @@ async fn rate_limit_answers_resource_exhausted_with_retry_info_before_hashing(db
 }
 
 async fn audit_trail_records_each_kind_with_its_subject_and_no_secret(db: Db) {
-    let app = spawn_app_with(db, |s| s.protection.lockout.max_failures = 2).await;
+    let app = spawn_app_with(db, |s| s.protection.lockout.lockout_max_failures = 2).await;
     let (mut admin, admin_id) = admin_of(&app, "root@example.com").await;
     let user = app
         .register("kim@example.com", PASSWORD)

@@ -9,7 +9,16 @@ use governor::{
     clock::{Clock as _, DefaultClock},
 };
 
-use crate::{config::RateLimitSettings, error::AuthError};
+use crate::error::AuthError;
+
+/// Per-address rate limit.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitSettings {
+    /// Sustained requests per minute.
+    pub per_minute: u32,
+    /// Bucket size.
+    pub burst: u32,
+}
 
 /// The rate limiter shared by every rate-limited RPC.
 #[derive(Clone)]

@@ -1,0 +1,366 @@
+//! The `serve` flags and the validated [`Settings`] the server starts from.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Args;
+
+use super::{
+    Cli, Command, ConfigError, HashingArgs, ProtectionArgs, ProtectionSettings, StoreArgs,
+};
+use crate::{
+    limits::LimitSettings, passwords::HashingSettings, secrets::redact_url, tls::TlsSettings,
+};
+
+/// `serve` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the gRPC listener.
+    #[arg(long, env = "AUTH_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Where the data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Let anyone create an account with `Register`.
+    #[arg(long, env = "AUTH_ALLOW_REGISTRATION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_registration: bool,
+    /// Apply pending migrations on start (always on for the embedded SQLite default).
+    #[arg(long, env = "AUTH_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+    /// Token issuer (`iss` claim).
+    #[arg(long, env = "AUTH_ISSUER", default_value = "auth-server")]
+    pub issuer: String,
+    /// Access token lifetime in seconds.
+    #[arg(long, env = "AUTH_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+    /// Refresh token (session) lifetime in seconds.
+    #[arg(long, env = "AUTH_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+    /// Password hashing threads (default: the number of cores).
+    #[arg(long, env = "AUTH_HASH_THREADS")]
+    pub hash_threads: Option<usize>,
+    /// Password hashing requests that may wait for a thread; beyond it calls get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "AUTH_HASH_QUEUE", default_value_t = 64)]
+    pub hash_queue: usize,
+    /// Maximum database connections.
+    #[arg(long, env = "AUTH_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// How often (ms) the event feed polls the outbox even without a notification.
+    #[arg(long, env = "AUTH_EVENT_POLL_MS", default_value_t = 1000)]
+    pub event_poll_ms: u64,
+    /// Events the in-memory feed holds for streams that are a little behind; a stream further
+    /// behind reads the database at its own pace.
+    #[arg(long, env = "AUTH_EVENT_FEED_CAPACITY", default_value_t = 4096)]
+    pub event_feed_capacity: usize,
+    /// Key-encryption key file that seals the signing keys in the database (base64 32 bytes,
+    /// created if missing). Default: `kek.key` in the data dir. Every replica needs the same file.
+    #[arg(long, env = "AUTH_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Server certificate chain (PEM): turns on TLS for the gRPC listener (with `--tls-key`).
+    /// Re-read on SIGHUP or when the file changes.
+    #[arg(long, env = "AUTH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "AUTH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to: mutual TLS, a client without one is
+    /// refused at the handshake.
+    #[arg(long, env = "AUTH_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Seconds a graceful shutdown waits for in-flight calls before closing connections.
+    #[arg(long, env = "AUTH_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+    /// Concurrent calls per RPC class and their deadlines.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Address of the operator HTTP listener (`/metrics`, `/livez`, `/readyz`); off if unset.
+    #[arg(long, env = "AUTH_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often (seconds) signing keys are reloaded from the database (rotations, retirements).
+    #[arg(long, env = "AUTH_KEY_REFRESH_SECS", default_value_t = 30)]
+    pub key_refresh_secs: u64,
+    /// Password hashing parameters.
+    #[command(flatten)]
+    pub hashing: HashingArgs,
+    /// Lockout, rate limits, audit retention, password reset and mail.
+    #[command(flatten)]
+    pub protection: ProtectionArgs,
+}
+
+/// Per-RPC-class concurrency and deadline limits. Over the concurrency limit a call is refused
+/// at once with RESOURCE_EXHAUSTED (load shedding, not queueing); past the deadline it ends
+/// with DEADLINE_EXCEEDED.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Concurrent password calls (Login, Register, Refresh, ChangePassword, reset, MFA).
+    #[arg(long, env = "AUTH_PASSWORD_RPC_CONCURRENCY", default_value_t = 256)]
+    pub password_rpc_concurrency: usize,
+    /// Deadline of password calls in milliseconds.
+    #[arg(long, env = "AUTH_PASSWORD_RPC_TIMEOUT_MS", default_value_t = 10_000)]
+    pub password_rpc_timeout_ms: u64,
+    /// Concurrent Validate and GetPublicKeys calls.
+    #[arg(long, env = "AUTH_VALIDATE_RPC_CONCURRENCY", default_value_t = 4096)]
+    pub validate_rpc_concurrency: usize,
+    /// Deadline of Validate and GetPublicKeys in milliseconds.
+    #[arg(long, env = "AUTH_VALIDATE_RPC_TIMEOUT_MS", default_value_t = 2_000)]
+    pub validate_rpc_timeout_ms: u64,
+    /// Concurrent AdminService calls.
+    #[arg(long, env = "AUTH_ADMIN_RPC_CONCURRENCY", default_value_t = 64)]
+    pub admin_rpc_concurrency: usize,
+    /// Deadline of AdminService calls in milliseconds.
+    #[arg(long, env = "AUTH_ADMIN_RPC_TIMEOUT_MS", default_value_t = 15_000)]
+    pub admin_rpc_timeout_ms: u64,
+    /// Open UserEvents and UserSnapshot streams at most.
+    #[arg(long, env = "AUTH_MAX_STREAMS", default_value_t = 1024)]
+    pub max_streams: usize,
+    /// Seconds between HTTP/2 keepalive pings to idle connections.
+    #[arg(long, env = "AUTH_KEEPALIVE_SECS", default_value_t = 30)]
+    pub keepalive_secs: u64,
+}
+
+impl LimitArgs {
+    /// Validates the limits.
+    pub fn settings(&self) -> Result<LimitSettings, ConfigError> {
+        let class = |n: usize, ms: u64, name: &str| {
+            if n == 0 || ms == 0 {
+                Err(ConfigError(format!(
+                    "{name} concurrency and timeout must be at least 1"
+                )))
+            } else {
+                Ok((n, Duration::from_millis(ms)))
+            }
+        };
+        if self.max_streams == 0 || self.keepalive_secs == 0 {
+            return Err(ConfigError(
+                "max streams and keepalive must be at least 1".into(),
+            ));
+        }
+        Ok(LimitSettings {
+            password: class(
+                self.password_rpc_concurrency,
+                self.password_rpc_timeout_ms,
+                "password RPC",
+            )?,
+            validate: class(
+                self.validate_rpc_concurrency,
+                self.validate_rpc_timeout_ms,
+                "validate RPC",
+            )?,
+            admin: class(
+                self.admin_rpc_concurrency,
+                self.admin_rpc_timeout_ms,
+                "admin RPC",
+            )?,
+            other: (256, Duration::from_secs(10)),
+            max_streams: self.max_streams,
+            keepalive: Duration::from_secs(self.keepalive_secs),
+        })
+    }
+}
+
+/// Validated server settings. `Debug` hides the database password.
+#[derive(Clone)]
+pub struct Settings {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// Data directory (SQLite file, signing keys).
+    pub data_dir: PathBuf,
+    /// Whether `Register` is open.
+    pub allow_registration: bool,
+    /// Whether to apply pending migrations on start.
+    pub migrate: bool,
+    /// Token issuer.
+    pub issuer: String,
+    /// Access token lifetime.
+    pub access_token_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_token_ttl: Duration,
+    /// Hash pool threads.
+    pub hash_threads: usize,
+    /// Hash pool wait queue.
+    pub hash_queue: usize,
+    /// Max database connections.
+    pub db_max_connections: u32,
+    /// Password hashing parameters.
+    pub hashing: HashingSettings,
+    /// How often the health checker pings the database.
+    pub health_interval: Duration,
+    /// How often the event feed polls without a wake-up.
+    pub event_poll_interval: Duration,
+    /// Events the in-memory feed holds for streams that are behind.
+    pub event_feed_capacity: usize,
+    /// Lockout, rate limits, audit, reset and mail.
+    pub protection: ProtectionSettings,
+    /// Key-encryption key file.
+    pub key_file: PathBuf,
+    /// Operator HTTP listener (metrics, liveness, readiness).
+    pub metrics_listen: Option<SocketAddr>,
+    /// TLS on the gRPC listener, if configured.
+    pub tls: Option<TlsSettings>,
+    /// How long a graceful shutdown waits for in-flight calls.
+    pub shutdown_timeout: Duration,
+    /// Per-class limits.
+    pub limits: LimitSettings,
+    /// Signing key reload interval.
+    pub key_refresh_interval: Duration,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("data_dir", &self.data_dir)
+            .field("allow_registration", &self.allow_registration)
+            .field("issuer", &self.issuer)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .field("hash_threads", &self.hash_threads)
+            .field("hash_queue", &self.hash_queue)
+            .field("hashing", &self.hashing)
+            .field("protection", &self.protection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeArgs {
+    /// Validates the arguments into `Settings`.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        if self.issuer.trim().is_empty() {
+            return Err(ConfigError("issuer must not be empty".into()));
+        }
+        if !(10..=24 * 3600).contains(&self.access_token_ttl_secs) {
+            return Err(ConfigError("access token TTL must be 10 s to 24 h".into()));
+        }
+        if self.refresh_token_ttl_secs < self.access_token_ttl_secs {
+            return Err(ConfigError(
+                "refresh token TTL must not be shorter than the access token TTL".into(),
+            ));
+        }
+        let hash_threads = self
+            .hash_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if hash_threads == 0 {
+            return Err(ConfigError("hash threads must be at least 1".into()));
+        }
+        if self.db_max_connections == 0 {
+            return Err(ConfigError(
+                "database max connections must be at least 1".into(),
+            ));
+        }
+        Ok(Settings {
+            listen: self.listen,
+            database_url: self.store.database_url(),
+            data_dir: self.store.data_dir.clone(),
+            allow_registration: self.allow_registration,
+            migrate: self.migrate,
+            issuer: self.issuer.trim().to_owned(),
+            access_token_ttl: Duration::from_secs(self.access_token_ttl_secs),
+            refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+            hash_threads,
+            hash_queue: self.hash_queue,
+            db_max_connections: self.db_max_connections,
+            hashing: self.hashing.settings()?,
+            health_interval: Duration::from_secs(2),
+            event_poll_interval: Duration::from_millis(self.event_poll_ms.max(10)),
+            event_feed_capacity: self.event_feed_capacity.max(1),
+            protection: self.protection.settings()?,
+            key_file: self
+                .key_file
+                .clone()
+                .unwrap_or_else(|| self.store.data_dir.join(crate::keys::KEK_FILE)),
+            key_refresh_interval: Duration::from_secs(self.key_refresh_secs.clamp(1, 3600)),
+            metrics_listen: self.metrics_listen,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsSettings {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                    watch_interval: Duration::from_secs(5),
+                }),
+                _ => None,
+            },
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            limits: self.limits.settings()?,
+        })
+    }
+}
+
+impl Settings {
+    /// Settings for tests and embedding: every flag at its clap default (the environment is
+    /// not read), with the given data dir and database URL, port 0 and registration open.
+    pub fn for_data_dir(data_dir: PathBuf, database_url: Option<String>) -> Self {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        // The defaults are the flags' own; ignoring AUTH_* keeps a test from picking up the
+        // operator's environment.
+        let command = Cli::command()
+            .mut_subcommand("serve", |serve| serve.mut_args(|arg| arg.env(None::<&str>)));
+        #[allow(clippy::expect_used)]
+        let matches = command
+            .try_get_matches_from(["auth-server", "serve"])
+            .expect("the defaults parse");
+        #[allow(clippy::expect_used)]
+        let Command::Serve(mut args) = Cli::from_arg_matches(&matches)
+            .expect("the defaults parse")
+            .command
+        else {
+            unreachable!("parsed the serve subcommand")
+        };
+        args.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        args.store = StoreArgs {
+            database_url,
+            data_dir,
+        };
+        args.allow_registration = true;
+        #[allow(clippy::expect_used)]
+        args.settings().expect("the defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_database_password() {
+        let settings = Settings::for_data_dir(
+            "/d".into(),
+            Some("postgres://auth:s3cr3t@db:5432/auth".into()),
+        );
+        let printed = format!("{settings:?}");
+        assert!(
+            !printed.contains("s3cr3t")
+                && printed.contains("postgres://auth:[redacted]@db:5432/auth")
+        );
+        assert_eq!(
+            redact_url("sqlite://./auth-data/auth.db?mode=rwc"),
+            "sqlite://./auth-data/auth.db?mode=rwc"
+        );
+    }
+
+    #[test]
+    fn allow_registration_works_as_a_bare_flag_or_with_a_value() {
+        for (args, want) in [
+            (&["auth-server", "serve"][..], false),
+            (&["auth-server", "serve", "--allow-registration"][..], true),
+            (
+                &["auth-server", "serve", "--allow-registration", "false"][..],
+                false,
+            ),
+            (
+                &["auth-server", "serve", "--allow-registration=true"][..],
+                true,
+            ),
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            let Command::Serve(serve) = cli.command else {
+                panic!("serve")
+            };
+            assert_eq!(serve.allow_registration, want, "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["auth-server", "serve", "--listen", "nonsense"]).is_err());
+    }
+}

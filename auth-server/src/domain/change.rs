@@ -1,0 +1,121 @@
+//! [`Change`]: the one write transaction of the domain.
+//!
+//! A flow opens a `Change`, makes its writes through [`Change::db`], writes its audit records
+//! with [`Change::audit`], and names its user events with [`Change::event`] and
+//! [`Change::session_revoked`]. The events are held back and appended to the outbox by
+//! [`Change::commit`] just before the commit: the event counter row is locked only for the
+//! end of the transaction (the outbox doc in `storage/events.rs` relies on that), whatever
+//! order the flow wrote in. After the commit, the sessions the change revoked are added to
+//! this server's revocation set, so no flow can forget to, and returned in [`Committed`].
+//! Dropping a `Change` without committing rolls everything back, events included.
+
+use sea_orm::DatabaseTransaction;
+
+use crate::{
+    error::AuthError,
+    revocation::Revocations,
+    storage::{self, EventKind, Store, UserRecord, WriteTx, audit::AuditRecord},
+};
+
+/// An event to append at commit.
+#[derive(Debug)]
+struct PendingEvent {
+    kind: EventKind,
+    user: UserRecord,
+    session_id: Option<String>,
+}
+
+/// An open write transaction with its pending events and revocations.
+pub struct Change {
+    tx: WriteTx,
+    events: Vec<PendingEvent>,
+    revoked: Vec<String>,
+    revocations: Revocations,
+}
+
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Change")
+            .field("events", &self.events.len())
+            .field("revoked", &self.revoked.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a committed change leaves to its caller.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Sessions the change revoked (already in the revocation set).
+    pub revoked: Vec<String>,
+}
+
+impl Change {
+    /// Starts a write transaction; its revocations go to `revocations` on commit.
+    pub async fn begin(store: &Store, revocations: &Revocations) -> Result<Self, AuthError> {
+        Ok(Self {
+            tx: store.begin_write().await?,
+            events: Vec::new(),
+            revoked: Vec::new(),
+            revocations: revocations.clone(),
+        })
+    }
+
+    /// The transaction, for storage calls.
+    pub fn db(&self) -> &DatabaseTransaction {
+        &self.tx
+    }
+
+    /// Records `kind` with `user`'s state (as it is now) for the outbox.
+    pub fn event(&mut self, kind: EventKind, user: &UserRecord) {
+        self.events.push(PendingEvent {
+            kind,
+            user: user.clone(),
+            session_id: None,
+        });
+    }
+
+    /// Records that `session_id` of `user` was revoked: a `SessionRevoked` event now, the
+    /// revocation set after commit.
+    pub fn session_revoked(&mut self, user: &UserRecord, session_id: &str) {
+        self.events.push(PendingEvent {
+            kind: EventKind::SessionRevoked,
+            user: user.clone(),
+            session_id: Some(session_id.to_owned()),
+        });
+        self.revoked.push(session_id.to_owned());
+    }
+
+    /// Sessions revoked so far in this change.
+    pub fn revoked(&self) -> &[String] {
+        &self.revoked
+    }
+
+    /// Writes an audit record in the transaction.
+    pub async fn audit(&self, record: AuditRecord<'_>) -> Result<(), AuthError> {
+        storage::audit::append_audit(self.db(), record).await?;
+        Ok(())
+    }
+
+    /// Appends the pending events (taking the event counter last), commits, and applies the
+    /// revocations to the in-memory set.
+    pub async fn commit(self) -> Result<Committed, AuthError> {
+        let Self {
+            tx,
+            events,
+            revoked,
+            revocations,
+        } = self;
+        for event in &events {
+            storage::events::append_event(
+                &tx,
+                event.kind,
+                &event.user,
+                event.session_id.as_deref(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        revocations.revoke_all(revoked.iter().cloned());
+        Ok(Committed { revoked })
+    }
+}

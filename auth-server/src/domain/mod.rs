@@ -1,0 +1,171 @@
+//! The domain: every account flow, one file each, composing storage, hashing, tokens and the
+//! revocation set. Knows nothing of gRPC.
+//!
+//! | file | flow |
+//! | --- | --- |
+//! | `signup.rs` | account creation: self-registration, the CLI, admins (with invites) |
+//! | `login.rs` | email + password login and the TOTP second step |
+//! | `lockout.rs` | the failed-login lockout: policy, state machine, check and audit |
+//! | `sessions.rs` | sessions: issue, refresh (rotation and reuse detection), logout, revocation, validate |
+//! | `credentials.rs` | change password, reset and invite tokens, self-service reset mails |
+//! | `mfa.rs` | TOTP enrollment and removal |
+//! | `admin.rs` | AdminService: authorization, account changes with the last-admin rule |
+//! | `admin_views.rs` | AdminService reads: one user, pages of users and of the audit trail, sessions |
+//! | `rules.rs` | input rules shared by the flows: roles, display names, user ids |
+//! | `change.rs` | [`Change`]: the one write transaction (audit, events last, revocations after commit) |
+//!
+//! Every state change goes through a [`Change`], so its user events and audit record commit
+//! with it, and the sessions it revoked reach the in-memory revocation set after commit.
+
+mod admin;
+mod admin_views;
+mod change;
+mod credentials;
+mod lockout;
+mod login;
+mod mfa;
+mod rules;
+mod sessions;
+mod signup;
+
+use std::{sync::Arc, time::Duration};
+
+pub use admin::{Actor, Admin, CreateUser, UserUpdate};
+pub use admin_views::{MAX_PAGE_SIZE, UserDetails};
+pub use change::{Change, Committed};
+pub use credentials::IssuedReset;
+pub use lockout::LockoutPolicy;
+pub use login::LoginOutcome;
+pub use rules::{check_role, check_user_id};
+pub use sessions::{RefreshToken, SessionTokens};
+pub use signup::{NewAccount, create_account};
+
+use crate::{
+    error::AuthError,
+    mail::Mailer,
+    metrics::Metrics,
+    mfa::MfaCipher,
+    passwords::{HashPool, PolicyError},
+    revocation::Revocations,
+    storage::Store,
+    tokens::{AccessClaims, KeySet, TokenError, TokenIssuer},
+};
+
+/// Built-in role: may use AdminService and subscribe to events.
+pub const ROLE_ADMIN: &str = "admin";
+/// Built-in role: may subscribe to `UserEvents`.
+pub const ROLE_EVENTS_SUBSCRIBER: &str = "events.subscriber";
+
+/// What the domain's rules are set to (assembled by `startup` from the configuration).
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    /// Whether `Register` is open.
+    pub allow_registration: bool,
+    /// Refresh token lifetime.
+    pub refresh_ttl: Duration,
+    /// Minimum password length.
+    pub min_password_length: usize,
+    /// Failed-login lockout.
+    pub lockout: LockoutPolicy,
+    /// Reset token lifetime.
+    pub reset_token_ttl: Duration,
+    /// Invite token lifetime.
+    pub invite_ttl: Duration,
+    /// Lifetime of the MFA login token.
+    pub mfa_challenge_ttl: Duration,
+    /// Issuer shown by authenticator apps.
+    pub totp_issuer: String,
+}
+
+/// What the domain uses besides storage, hashing and tokens.
+#[derive(Debug)]
+pub struct AccountExtras {
+    /// Seals TOTP secrets.
+    pub mfa: MfaCipher,
+    /// Sends reset mails, if SMTP is configured.
+    pub mailer: Option<Mailer>,
+    /// Login outcome counters.
+    pub metrics: Metrics,
+}
+
+/// The state every flow shares. Its fields are private to `domain/`: nothing outside reaches
+/// past the flows into the store, the hasher or the revocation set.
+#[derive(Debug)]
+struct Domain {
+    store: Store,
+    hasher: HashPool,
+    tokens: Arc<TokenIssuer>,
+    revocations: Revocations,
+    settings: AccountSettings,
+    mfa: MfaCipher,
+    mailer: Option<Mailer>,
+    metrics: Metrics,
+}
+
+impl Domain {
+    /// Starts a write transaction whose revocations reach this server's set on commit.
+    async fn begin(&self) -> Result<Change, AuthError> {
+        Change::begin(&self.store, &self.revocations).await
+    }
+}
+
+/// The account flows (AuthService's domain).
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    d: Arc<Domain>,
+}
+
+impl From<PolicyError> for AuthError {
+    fn from(error: PolicyError) -> Self {
+        AuthError::InvalidArgument(error.to_string())
+    }
+}
+
+impl Accounts {
+    /// Builds the domain.
+    pub fn new(
+        store: Store,
+        hasher: HashPool,
+        tokens: Arc<TokenIssuer>,
+        revocations: Revocations,
+        settings: AccountSettings,
+        extras: AccountExtras,
+    ) -> Self {
+        let AccountExtras {
+            mfa,
+            mailer,
+            metrics,
+        } = extras;
+        Self {
+            d: Arc::new(Domain {
+                store,
+                hasher,
+                tokens,
+                revocations,
+                settings,
+                mfa,
+                mailer,
+                metrics,
+            }),
+        }
+    }
+
+    /// The admin flows over the same state.
+    pub fn admin(&self) -> Admin {
+        Admin::new(Arc::clone(&self.d))
+    }
+
+    /// Checks an access token: signature, issuer, validity window and revocation. No database.
+    pub fn validate(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        let claims = self.d.tokens.verify(token)?;
+        if self.d.revocations.is_revoked(&claims.session_id) {
+            return Err(TokenError::SessionRevoked.into());
+        }
+        Ok(claims)
+    }
+
+    /// The verification keys and the issuer, for `GetPublicKeys`.
+    pub fn public_keys(&self) -> (Arc<KeySet>, &str) {
+        (self.d.tokens.keys(), self.d.tokens.issuer())
+    }
+}

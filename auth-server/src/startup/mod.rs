@@ -1,0 +1,477 @@
+//! `Application`: builds everything from `Settings`, binds the listener, and serves until a
+//! shutdown signal. Tests use it with port 0 and read the port back. The background tasks
+//! live in `background.rs`, owned by one `JoinSet`.
+
+mod background;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use auth_proto::pb::{
+    admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer,
+};
+use futures::Stream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{
+    Server,
+    server::{Connected, Router},
+};
+use tonic_health::ServingStatus;
+use tower_layer::{Identity, Stack};
+
+use self::background::{Background, HEALTH_SERVICES};
+use crate::{
+    clock,
+    config::Settings,
+    domain::{AccountExtras, AccountSettings, Accounts, LockoutPolicy},
+    events::{EventHub, FeedSettings},
+    keys::{KeyManager, refresh_keys},
+    limits::{ClassLimitLayer, MessageLimitLayer},
+    mail::{MailError, Mailer},
+    metrics::{self, Metrics, Sources},
+    mfa::{MfaCipher, MfaError},
+    observe::ObserveLayer,
+    passwords::{HashError, HashPool},
+    rate_limit::{ClientAddrResolver, RateLimiter},
+    revocation::Revocations,
+    service::{AdminApi, AuthApi, RequestGuard},
+    storage::{self, StorageError, Store},
+    tls::{TlsConfig, TlsError},
+    tokens::{KeyError, TokenIssuer},
+};
+
+/// Largest request message accepted; larger ones are `RESOURCE_EXHAUSTED`.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// How long the second step of an MFA login may take.
+const MFA_CHALLENGE_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// How long background tasks get to finish after the server stopped.
+const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The data directory could not be created.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Storage(#[from] StorageError),
+    /// The database schema is behind and migrations were not asked for.
+    #[error("database schema is not current; run `auth-server migrate up` or pass --migrate true")]
+    NotMigrated,
+    /// The signing keys could not be loaded.
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyError),
+    /// The hash pool could not be built.
+    #[error("password hashing: {0}")]
+    Hashing(#[from] HashError),
+    /// The MFA key could not be loaded.
+    #[error("{0}")]
+    Mfa(#[from] MfaError),
+    /// The SMTP settings are unusable.
+    #[error("{0}")]
+    Mail(#[from] MailError),
+    /// The TLS certificate, key or client CA is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// The listener could not be bound.
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reflection descriptors are broken (a build problem).
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// The mechanisms the domain, the event feed and the background tasks share.
+#[derive(Debug, Clone)]
+struct Core {
+    store: Store,
+    hasher: HashPool,
+    tokens: Arc<TokenIssuer>,
+    revocations: Revocations,
+    metrics: Metrics,
+}
+
+/// A built, bound server.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    metrics_listener: Option<TcpListener>,
+    settings: Settings,
+    core: Core,
+    accounts: Accounts,
+    keys: KeyManager,
+    tls: Option<TlsConfig>,
+}
+
+/// Creates the data dir with mode 0700.
+pub fn ensure_data_dir(path: &std::path::Path) -> Result<(), StartupError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| StartupError::DataDir {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Opens the database (creating the data dir for the SQLite default) and applies migrations
+/// if `migrate`; otherwise checks they are current.
+pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
+    ensure_data_dir(&settings.data_dir)?;
+    let store = Store::connect(&settings.database_url, settings.db_max_connections).await?;
+    if settings.migrate {
+        store.migrate_up().await?;
+    } else if !store.is_migrated().await? {
+        return Err(StartupError::NotMigrated);
+    }
+    Ok(store)
+}
+
+/// The domain's rules from the configuration (`config` does not know the domain's types).
+fn account_settings(settings: &Settings) -> AccountSettings {
+    let lockout = settings.protection.lockout;
+    AccountSettings {
+        allow_registration: settings.allow_registration,
+        refresh_ttl: settings.refresh_token_ttl,
+        min_password_length: settings.hashing.min_password_length,
+        lockout: LockoutPolicy {
+            max_failures: lockout.lockout_max_failures,
+            window: Duration::from_secs(lockout.lockout_window_secs),
+            base_lock: Duration::from_secs(lockout.lockout_base_secs),
+            max_lock: Duration::from_secs(lockout.lockout_max_secs),
+        },
+        reset_token_ttl: settings.protection.reset_token_ttl,
+        invite_ttl: settings.protection.invite_ttl,
+        mfa_challenge_ttl: MFA_CHALLENGE_TTL,
+        totp_issuer: settings.issuer.clone(),
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let bind_error = |source| StartupError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
+impl Application {
+    /// Opens storage, loads keys, builds the domain, and binds the listeners.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let store = open_store(&settings).await?;
+        let keys = KeyManager::new(store.clone(), &settings.key_file, settings.access_token_ttl)?;
+        keys.ensure_keys(&settings.data_dir).await?;
+        let tokens = Arc::new(TokenIssuer::new(
+            keys.load().await?,
+            settings.issuer.clone(),
+            settings.access_token_ttl,
+        ));
+        let hasher = HashPool::new(
+            &settings.hashing,
+            settings.hash_threads,
+            settings.hash_queue,
+        )?;
+        let tls = settings.tls.clone().map(TlsConfig::new).transpose()?;
+        let metrics = Metrics::new();
+        hasher.record_waits(metrics.hash_wait());
+        let core = Core {
+            store,
+            hasher,
+            tokens,
+            revocations: Revocations::new(),
+            metrics,
+        };
+        let mailer = match &settings.protection.mail {
+            Some(mail) => Some(Mailer::new(mail)?),
+            None => None,
+        };
+        let accounts = Accounts::new(
+            core.store.clone(),
+            core.hasher.clone(),
+            Arc::clone(&core.tokens),
+            core.revocations.clone(),
+            account_settings(&settings),
+            AccountExtras {
+                mfa: MfaCipher::load_or_generate(&settings.data_dir)?,
+                mailer,
+                metrics: core.metrics.clone(),
+            },
+        );
+        let (listener, local_addr) = bind(settings.listen).await?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(bind(addr).await?.0),
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            local_addr,
+            metrics_listener,
+            settings,
+            core,
+            accounts,
+            keys,
+            tls,
+        })
+    }
+
+    /// The bound address of the metrics listener, if on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The password hash pool (its counter shows how many argon2 computations ran).
+    pub fn hash_pool(&self) -> HashPool {
+        self.core.hasher.clone()
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight calls finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let Self {
+            listener,
+            local_addr,
+            metrics_listener,
+            settings,
+            core,
+            accounts,
+            keys,
+            tls,
+        } = self;
+        let mut background = Background::new();
+        // The feed reads the event head first; every revocation up to it is in the sessions
+        // table, loaded next, and every later one reaches the set through the feed.
+        let feed_settings = FeedSettings {
+            poll_interval: settings.event_poll_interval,
+            database_url: settings.database_url.clone(),
+            feed_capacity: settings.event_feed_capacity,
+        };
+        let (hub, feed) =
+            EventHub::start(core.store.clone(), core.revocations.clone(), feed_settings).await?;
+        for task in feed.tasks {
+            background.spawn("event feed", task);
+        }
+        // A session revoked longer ago than an access token lives cannot matter any more.
+        let revocation_horizon = settings.access_token_ttl + Duration::from_secs(60);
+        let since = clock::millis_ago(revocation_horizon);
+        core.revocations.revoke_all(
+            storage::sessions::find_revoked_session_ids(core.store.conn(), since).await?,
+        );
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        for name in HEALTH_SERVICES {
+            reporter
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+        let guard = RequestGuard::new(
+            ClientAddrResolver::new(settings.protection.trusted_proxies.clone()),
+            RateLimiter::new(settings.protection.rate_limit),
+        );
+        background.spawn(
+            "health",
+            background::check_health(core.store.clone(), reporter, settings.health_interval),
+        );
+        background.spawn(
+            "revocation pruning",
+            background::prune_revocations(core.revocations.clone(), revocation_horizon),
+        );
+        background.spawn(
+            "housekeeping",
+            background::housekeeping(
+                core.store.clone(),
+                guard.limiter().clone(),
+                settings.protection.audit_retention,
+            ),
+        );
+        background.spawn(
+            "key reload",
+            refresh_keys(
+                keys,
+                Arc::clone(&core.tokens),
+                settings.key_refresh_interval,
+            ),
+        );
+        if let Some(listener) = metrics_listener {
+            let sources = Sources {
+                hasher: core.hasher.clone(),
+                revocations: core.revocations.clone(),
+                events: hub.clone(),
+                store: core.store.clone(),
+                tokens: Arc::clone(&core.tokens),
+            };
+            let serve = metrics::serve(
+                listener,
+                core.metrics.clone(),
+                sources,
+                background.stopped(),
+            );
+            background.spawn("metrics listener", async move {
+                if let Err(error) = serve.await {
+                    tracing::error!(error.message = %error, "metrics listener failed");
+                }
+            });
+        }
+        if let Some(tls) = &tls {
+            background.spawn("TLS reload", tls.watch());
+        }
+
+        let router = router(
+            &settings,
+            &core,
+            accounts,
+            hub.clone(),
+            guard,
+            health_service,
+        )?;
+        tracing::info!(%local_addr, registration = settings.allow_registration, "auth-server listening");
+        let signal = async move {
+            shutdown.await;
+            // End the event streams so the graceful drain does not wait on them forever.
+            hub.close();
+        };
+        let result = match &tls {
+            Some(tls) => {
+                tracing::info!(
+                    client_certificates =
+                        settings.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+                    "TLS on"
+                );
+                serve(
+                    router,
+                    tls.incoming(listener),
+                    signal,
+                    settings.shutdown_timeout,
+                )
+                .await
+            }
+            None => {
+                let incoming = TcpListenerStream::new(listener);
+                serve(router, incoming, signal, settings.shutdown_timeout).await
+            }
+        };
+        background.stop(BACKGROUND_GRACE).await;
+        core.store.close().await;
+        tracing::info!("auth-server stopped");
+        Ok(result?)
+    }
+}
+
+/// The layers every call passes, outermost last (tonic's `Server::layer` stacks them so).
+type Layers = Stack<ClassLimitLayer, Stack<MessageLimitLayer, Stack<ObserveLayer, Identity>>>;
+
+/// The gRPC services behind their layers.
+fn router(
+    settings: &Settings,
+    core: &Core,
+    accounts: Accounts,
+    hub: EventHub,
+    guard: RequestGuard,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> Result<Router<Layers>, StartupError> {
+    // google.rpc error details too, so grpcurl decodes the ErrorInfo reasons.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(auth_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let admin = AdminServiceServer::new(AdminApi::new(accounts.clone(), guard.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let auth = AuthServiceServer::new(AuthApi::new(accounts, hub, guard))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let limits = settings.limits;
+    Ok(Server::builder()
+        .http2_keepalive_interval(Some(limits.keepalive))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        // Outermost: the request span and metrics see the final status.
+        .layer(ObserveLayer::new(
+            settings
+                .metrics_listen
+                .is_some()
+                .then(|| core.metrics.clone()),
+        ))
+        // Then: rewrites tonic's OUT_OF_RANGE for oversized messages.
+        .layer(MessageLimitLayer)
+        // Then: per-class concurrency (shed at once) and deadlines.
+        .layer(ClassLimitLayer::new(&limits))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(auth)
+        .add_service(admin))
+}
+
+/// Serves `incoming` (plain TCP or TLS) until `signal`; then in-flight calls get `drain` to
+/// finish before the connections close.
+async fn serve<I, IO, IE>(
+    router: Router<Layers>,
+    incoming: I,
+    signal: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> Result<(), tonic::transport::Error>
+where
+    I: Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        signal.await;
+        let _ = draining.send(());
+    };
+    let deadline = async move {
+        if drain_started.await.is_ok() {
+            tokio::time::sleep(drain).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = router.serve_with_incoming_shutdown(incoming, signal) => result,
+        () = deadline => {
+            tracing::warn!("in-flight calls did not finish within the shutdown timeout; closing");
+            Ok(())
+        }
+    }
+}
