@@ -295,6 +295,7 @@ impl Settings {
         // The defaults are the flags' own; ignoring AUTH_* keeps a test from picking up the
         // operator's environment.
         let command = Cli::command()
+            .mut_args(|arg| arg.env(None::<&str>))
             .mut_subcommand("serve", |serve| serve.mut_args(|arg| arg.env(None::<&str>)));
         #[allow(clippy::expect_used)]
         let matches = command

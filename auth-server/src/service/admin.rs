@@ -4,7 +4,9 @@
 use auth_proto::pb::{self, admin_service_server::AdminService};
 use tonic::{Request, Response, Status};
 
-use super::{RequestGuard, bearer_token, millis_of, timestamp, timestamp_millis, user_pb};
+use super::{
+    RequestGuard, bearer_token, count, millis_of, timestamp, timestamp_millis, unsigned, user_pb,
+};
 use crate::{
     domain::{Accounts, Actor, Admin, CreateUser, UserUpdate},
     error::AuthError,
@@ -42,10 +44,6 @@ impl AdminApi {
 fn non_empty(s: &str) -> Option<String> {
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_owned())
-}
-
-fn count(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Maps an `update_mask` onto the request's fields; unknown paths are INVALID_ARGUMENT. Paths
@@ -120,7 +118,7 @@ impl AdminService for AdminApi {
                 mfa_enabled: d.mfa_enabled,
                 locked_until: d.locked_until.map(timestamp_millis),
                 failed_logins: d.failed_logins,
-                live_sessions: u32::try_from(d.live_sessions).unwrap_or(u32::MAX),
+                live_sessions: count(d.live_sessions),
             }),
         }))
     }
@@ -313,7 +311,7 @@ impl AdminService for AdminApi {
             events: entries
                 .into_iter()
                 .map(|e| pb::AuditEvent {
-                    id: u64::try_from(e.id).unwrap_or(0),
+                    id: unsigned(e.id),
                     occurred_at: Some(timestamp_millis(e.occurred_at)),
                     kind: e.kind,
                     outcome: e.outcome,

@@ -6,7 +6,7 @@ use auth_proto::pb::{self, auth_service_server::AuthService};
 use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
-use super::{RequestGuard, bearer_token, event_pb, timestamp, user_pb};
+use super::{RequestGuard, bearer_token, count, event_pb, timestamp, unsigned, user_pb};
 
 /// Login and Refresh answer the same fields in separate messages (so each can grow).
 macro_rules! session_response {
@@ -186,7 +186,7 @@ impl AuthService for AuthApi {
             )
             .await?;
         Ok(Response::new(pb::ChangePasswordResponse {
-            revoked_sessions: u32::try_from(revoked).unwrap_or(u32::MAX),
+            revoked_sessions: count(revoked),
         }))
     }
 
@@ -219,6 +219,7 @@ impl AuthService for AuthApi {
         request: Request<pb::UserEventsRequest>,
     ) -> Result<Response<Self::UserEventsStream>, Status> {
         let claims = self.authorize_subscriber(&request)?;
+        // A cursor past i64::MAX is past any head: it reads as i64::MAX and is refused below.
         let after = i64::try_from(request.get_ref().after_sequence).unwrap_or(i64::MAX);
         let head = self.events.head_sequence().await.map_err(AuthError::from)?;
         if after > head {
@@ -250,7 +251,7 @@ impl AuthService for AuthApi {
                     as_of_sequence,
                     user_count,
                 } => pb::user_snapshot_response::Item::Header(pb::SnapshotHeader {
-                    as_of_sequence: u64::try_from(as_of_sequence).unwrap_or(0),
+                    as_of_sequence: unsigned(as_of_sequence),
                     user_count,
                 }),
                 SnapshotItem::User(user) => pb::user_snapshot_response::Item::User(user_pb(&user)),
@@ -282,7 +283,7 @@ impl AuthService for AuthApi {
             .reset_password(&req.reset_token, Password::new(req.new_password), &client)
             .await?;
         Ok(Response::new(pb::ResetPasswordResponse {
-            revoked_sessions: u32::try_from(revoked).unwrap_or(u32::MAX),
+            revoked_sessions: count(revoked),
         }))
     }
 

@@ -96,6 +96,17 @@ impl RequestGuard {
     }
 }
 
+/// A count for a `uint32` field, saturating (no count here comes near 2^32).
+pub(crate) fn count(n: impl TryInto<u32>) -> u32 {
+    n.try_into().unwrap_or(u32::MAX)
+}
+
+/// A database sequence, version or row id for a `uint64` field. They start at 1 and only
+/// grow, so only a corrupt row is negative; it reads as 0.
+pub(crate) fn unsigned(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
 pub(crate) fn event_pb(event: &StoredEvent) -> pb::UserEvent {
     let kind = match event.kind {
         EventKind::UserCreated => pb::UserEventKind::UserCreated,
@@ -108,7 +119,7 @@ pub(crate) fn event_pb(event: &StoredEvent) -> pb::UserEvent {
         EventKind::SessionRevoked => pb::UserEventKind::SessionRevoked,
     };
     pb::UserEvent {
-        sequence: u64::try_from(event.sequence).unwrap_or(0),
+        sequence: unsigned(event.sequence),
         occurred_at: Some(timestamp_millis(event.occurred_at)),
         kind: kind.into(),
         user: Some(user_pb(&event.user)),
@@ -125,7 +136,7 @@ pub(crate) fn user_pb(user: &UserRecord) -> pb::User {
         roles: user.roles.clone(),
         disabled: user.disabled,
         created_at: Some(timestamp_millis(user.created_at)),
-        version: u64::try_from(user.version).unwrap_or(0),
+        version: unsigned(user.version),
     }
 }
 

@@ -14,6 +14,7 @@ both_backends!(
     locked_account_refuses_the_right_password_until_unlocked,
     a_success_resets_the_failure_count,
     rate_limit_answers_resource_exhausted_with_retry_info_before_hashing,
+    only_password_class_calls_draw_on_the_rate_limit,
     audit_trail_records_each_kind_with_its_subject_and_no_secret,
     audit_retention_prunes_only_records_past_the_cutoff,
 );
@@ -161,6 +162,40 @@ async fn rate_limit_answers_resource_exhausted_with_retry_info_before_hashing(db
         app.login("ivy@example.com", "wrong password").await,
         Code::Unauthenticated,
     );
+}
+
+async fn only_password_class_calls_draw_on_the_rate_limit(db: Db) {
+    let app = spawn_app_with(db, |s| {
+        s.protection.rate_limit = Some(auth_server::rate_limit::RateLimitSettings {
+            per_minute: 1,
+            burst: 1,
+        });
+    })
+    .await;
+    // The one token of the bucket: a Login (password class).
+    let admin = app.token_with_roles("root@example.com", &["admin"]).await;
+    // AdminService, Validate and Logout are other classes: never refused by the limit.
+    for _ in 0..5 {
+        app.admin_with(&admin)
+            .list_users(pb::ListUsersRequest::default())
+            .await
+            .expect("admin calls are not rate-limited");
+        app.validate(&admin).await.expect("validate is not limited");
+    }
+    // Every password-class call is refused now, whichever it is.
+    let status = assert_code(
+        app.login("root@example.com", PASSWORD).await,
+        Code::ResourceExhausted,
+    );
+    assert_eq!(reason(&status).as_deref(), Some("RATE_LIMITED"));
+    assert_code(
+        app.change_password(&admin, PASSWORD, "another passphrase")
+            .await,
+        Code::ResourceExhausted,
+    );
+    app.logout(&admin)
+        .await
+        .expect("logout is not rate-limited");
 }
 
 async fn audit_trail_records_each_kind_with_its_subject_and_no_secret(db: Db) {
