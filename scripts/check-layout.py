@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Checks auth-server's module layout: no import cycle between its modules (files), and no
-source file over 500 lines. Run from the repository root; exits non-zero with the findings.
+"""Checks auth-server's module layout: imports point down the layers lib.rs describes (storage
+imports only storage and clock; the domain no service or wiring module; config no domain; a
+mechanism nothing above it), no import cycle between its modules (files), and no source file
+over 500 lines. Run from the repository root; exits non-zero with the findings.
 
 A module is a file under auth-server/src (`domain/login.rs` is `domain::login`, a `mod.rs` is
 its folder's module). An edge A -> B is any `crate::B…` or `super::…` path in A that names B
@@ -107,6 +109,23 @@ def main():
             # dependency; everything else (children on their folder, siblings) counts.
             if target and target != module and target[: len(module)] != module:
                 edges[module].add(target)
+    # Layers: imports point down, never up (lib.rs states the rule).
+    wiring = {"config", "startup", "cli", "main", "lib", "testkit"}
+    grpc = {"service", "limits", "observe", "tls", "telemetry"}
+    upper = wiring | grpc | {"domain"}
+    for module, targets in edges.items():
+        for target in targets:
+            top, to = module[0], target[0]
+            if top == "clock":
+                problems.append(f"clock -> {'::'.join(target)}: clock is a leaf (storage uses it)")
+            elif top == "storage" and to not in ("storage", "clock"):
+                problems.append(f"{'::'.join(module)} -> {'::'.join(target)}: storage imports only storage and clock")
+            elif top == "domain" and to in wiring | grpc:
+                problems.append(f"{'::'.join(module)} -> {'::'.join(target)}: the domain imports no gRPC or wiring module")
+            elif top == "config" and to in ("domain", "service", "startup", "cli"):
+                problems.append(f"{'::'.join(module)} -> {'::'.join(target)}: config imports no domain, service or wiring module")
+            elif top not in upper and top != "error" and to in upper:
+                problems.append(f"{'::'.join(module)} -> {'::'.join(target)}: a mechanism imports upward")
     # Cycles among modules other than the wiring entry points.
     graph = {m: {t for t in ts if t[0] not in WIRING} for m, ts in edges.items() if m[0] not in WIRING}
     index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
@@ -143,7 +162,7 @@ def main():
     for p in problems:
         print(p)
     if not problems:
-        print(f"layout ok: {len(modules)} modules, no import cycle, no file over {MAX_LINES} lines")
+        print(f"layout ok: {len(modules)} modules, imports point down the layers, no import cycle, no file over {MAX_LINES} lines")
     return 1 if problems else 0
 
 

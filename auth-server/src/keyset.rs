@@ -279,7 +279,7 @@ impl KeySet {
 
     /// The key that signs now.
     pub fn signer(&self) -> &KeyEntry {
-        self.signer_at(OffsetDateTime::now_utc())
+        self.signer_at(crate::clock::now())
     }
 
     /// Every verifying key, latest signing start first.

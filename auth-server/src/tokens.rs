@@ -259,7 +259,7 @@ impl TokenIssuer {
         session_id: &str,
         roles: &[String],
     ) -> Result<IssuedToken, TokenError> {
-        let now = OffsetDateTime::now_utc()
+        let now = crate::clock::now()
             .replace_nanosecond(0)
             .map_err(|_| TokenError::Malformed)?;
         let expires_at = now + self.ttl;
@@ -276,7 +276,7 @@ impl TokenIssuer {
         };
         let keys = self.keys();
         // The precise time: `now` above is truncated to the second for the claims.
-        let signer = &keys.signer_at(OffsetDateTime::now_utc()).key;
+        let signer = &keys.signer_at(crate::clock::now()).key;
         let payload = serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?;
         let footer = serde_json::to_vec(&WireFooter {
             kid: signer.kid().to_owned(),
@@ -293,7 +293,7 @@ impl TokenIssuer {
 
     /// Verifies signature, issuer and validity window. Revocation is the caller's business.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        self.verify_at(token, OffsetDateTime::now_utc())
+        self.verify_at(token, crate::clock::now())
     }
 
     /// [`Self::verify`] at a given time.
@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn stored_keys_verify_until_one_token_lifetime_after_being_replaced() {
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let ttl = Duration::from_secs(900);
         let (a, b, c) = (
             SigningKey::generate().expect("key"),

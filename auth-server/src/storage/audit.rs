@@ -234,7 +234,7 @@ pub async fn append_audit(
     record: AuditRecord<'_>,
 ) -> StorageResult<()> {
     audit_events::ActiveModel {
-        occurred_at: Set(super::now_millis()),
+        occurred_at: Set(crate::clock::now_millis()),
         kind: Set(record.kind.as_str().to_owned()),
         outcome: Set(record.outcome.as_str().to_owned()),
         actor_id: Set(record.actor_id.map(str::to_owned)),

@@ -26,7 +26,8 @@ use sea_orm::{
     QueryOrder, QuerySelect, Statement,
 };
 
-use super::{StorageError, StorageResult, UserRecord, WriteTx, entities::user_events, now_millis};
+use super::{StorageError, StorageResult, UserRecord, WriteTx, entities::user_events};
+use crate::clock::now_millis;
 
 /// The PostgreSQL `LISTEN`/`NOTIFY` channel that announces committed events.
 pub const NOTIFY_CHANNEL: &str = "auth_user_events";

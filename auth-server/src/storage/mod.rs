@@ -124,13 +124,6 @@ fn process_wide(url: &str, is_sqlite: bool) -> (Option<Arc<Mutex<()>>>, Arc<Noti
     (is_sqlite.then(|| Arc::clone(lock)), Arc::clone(signal))
 }
 
-/// Unix milliseconds now (storage keeps instants as unix milliseconds).
-pub fn now_millis() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    // Every instant `time` represents is well inside i64 milliseconds.
-    now.unix_timestamp() * 1000 + i64::from(now.millisecond())
-}
-
 /// What a login records about the client.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {

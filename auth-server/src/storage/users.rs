@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     StorageError, StorageResult,
     entities::{credentials, users},
-    now_millis,
 };
+use crate::clock::now_millis;
 
 /// A PHC-format password hash as stored: prints as `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]

@@ -342,7 +342,7 @@ async fn audit_trail_records_each_kind_with_its_subject_and_no_secret(db: Db) {
 async fn audit_retention_prunes_only_records_past_the_cutoff(db: Db) {
     let app = spawn_app(db).await;
     app.signed_up("old@example.com").await;
-    let cutoff = auth_server::storage::now_millis() + 1;
+    let cutoff = auth_server::clock::now_millis() + 1;
     tokio::time::sleep(Duration::from_millis(5)).await;
     app.signed_up("new@example.com").await;
     let before = app.audit_rows().await.len();
