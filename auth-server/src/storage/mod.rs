@@ -11,6 +11,7 @@ mod entities;
 pub mod events;
 pub mod keys;
 pub mod mfa;
+mod migrate;
 pub mod resets;
 pub mod sessions;
 pub mod throttle;
@@ -25,7 +26,6 @@ use std::{
     time::Duration,
 };
 
-use migrations::{Migrator, MigratorTrait};
 use sea_orm::{
     AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
     DbBackend, DbErr, IsolationLevel, SqlErr, TransactionTrait,
@@ -67,12 +67,23 @@ impl From<DbErr> for StorageError {
 /// Result of storage calls.
 pub type StorageResult<T> = Result<T, StorageError>;
 
-/// The database handle shared by the whole server.
-#[derive(Clone, Debug)]
+/// The database handle shared by the whole server. `Debug` shows the backend only (the URL
+/// may hold a password).
+#[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// The URL, for the dedicated connection that holds the migration lock.
+    url: String,
     write_lock: Option<Arc<Mutex<()>>>,
     events_committed: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A write transaction (plus, on SQLite, the in-process writer lock until it ends). Knows
@@ -166,6 +177,7 @@ impl Store {
         let (write_lock, events_committed) = process_wide(url, is_sqlite);
         Ok(Self {
             db,
+            url: url.to_owned(),
             write_lock,
             events_committed,
         })
@@ -216,39 +228,6 @@ impl Store {
     /// Signalled after every commit that appended events in this process.
     pub fn events_committed(&self) -> Arc<Notify> {
         Arc::clone(&self.events_committed)
-    }
-
-    /// Applies every pending migration.
-    pub async fn migrate_up(&self) -> StorageResult<()> {
-        Migrator::up(&self.db, None).await?;
-        Ok(())
-    }
-
-    /// Rolls back `steps` migrations.
-    pub async fn migrate_down(&self, steps: u32) -> StorageResult<()> {
-        Migrator::down(&self.db, Some(steps)).await?;
-        Ok(())
-    }
-
-    /// Every migration with whether it is applied.
-    pub async fn migration_status(&self) -> StorageResult<Vec<(String, bool)>> {
-        let migrations = Migrator::get_migration_with_status(&self.db).await?;
-        Ok(migrations
-            .iter()
-            .map(|m| {
-                let applied = matches!(m.status(), migrations::MigrationStatus::Applied);
-                (m.name().to_owned(), applied)
-            })
-            .collect())
-    }
-
-    /// Whether every migration is applied.
-    pub async fn is_migrated(&self) -> StorageResult<bool> {
-        Ok(self
-            .migration_status()
-            .await?
-            .iter()
-            .all(|(_, applied)| *applied))
     }
 
     /// Connections in the pool and how many of them are idle.

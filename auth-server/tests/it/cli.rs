@@ -1,8 +1,10 @@
 //! The `auth-server` binary's account and migration commands.
 
 use std::{
-    io::Write as _,
-    process::{Command, Stdio},
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use crate::{both_backends, helpers::*};
@@ -10,6 +12,7 @@ use crate::{both_backends, helpers::*};
 both_backends!(
     create_user_with_role_reads_the_password_from_stdin,
     migrate_down_and_up_round_trips_the_schema,
+    two_servers_and_a_cli_started_at_once_on_a_fresh_database_all_come_up,
 );
 
 pub fn auth_server(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
@@ -207,4 +210,107 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
     app.register("kept@example.com", PASSWORD)
         .await
         .expect("register again");
+}
+
+/// `auth-server ARGS` on `url` and `data_dir`, with cheap hashing and piped output.
+fn spawn_auth_server(url: &str, data_dir: &std::path::Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_auth-server"))
+        .args(args)
+        .env("AUTH_DATABASE_URL", url)
+        .env("AUTH_DATA_DIR", data_dir)
+        .env("AUTH_ARGON2_MEMORY_KIB", "256")
+        .env("AUTH_ARGON2_ITERATIONS", "1")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run auth-server")
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut text);
+    }
+    text
+}
+
+/// Waits until `serve` accepts connections on `addr`; panics with its output if it exits.
+fn wait_serving(child: &mut Child, addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("serve exited with {status}: {}", stderr_of(child));
+        }
+        if TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("serve did not listen on {addr} within 60 s");
+}
+
+/// The README's backend walk and replicas on a new or upgraded schema start processes
+/// together: the migrations run once, one process at a time, and every process comes up.
+async fn two_servers_and_a_cli_started_at_once_on_a_fresh_database_all_come_up(db: Db) {
+    for round in 0..3 {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let test_db = TestDb::create(db, &dir).await;
+        let data_dir = dir.path().join("data");
+        let (a, b) = (free_addr(), free_addr());
+        let mut servers = [a, b].map(|addr| {
+            spawn_auth_server(
+                &test_db.url,
+                &data_dir,
+                &["serve", "--listen", &addr.to_string()],
+            )
+        });
+        let mut cli = spawn_auth_server(
+            &test_db.url,
+            &data_dir,
+            &[
+                "create-user",
+                "--email",
+                "svc@example.com",
+                "--password-stdin",
+            ],
+        );
+        cli.stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"service passphrase\n")
+            .expect("password");
+        let out = cli.wait_with_output().expect("create-user exits");
+        assert!(
+            out.status.success(),
+            "round {round}: create-user failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (server, addr) in servers.iter_mut().zip([a, b]) {
+            wait_serving(server, addr);
+        }
+        // Both serve the account the CLI created.
+        for addr in [a, b] {
+            let mut client =
+                auth_proto::pb::auth_service_client::AuthServiceClient::new(channel(addr).await);
+            let login = client
+                .login(auth_proto::pb::LoginRequest {
+                    email: "svc@example.com".into(),
+                    password: "service passphrase".into(),
+                })
+                .await;
+            assert!(login.is_ok(), "round {round}: login on {addr}: {login:?}");
+        }
+        for server in &mut servers {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
 }

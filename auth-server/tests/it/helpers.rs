@@ -53,7 +53,8 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    async fn create(kind: Db, dir: &TempDir) -> Self {
+    /// A fresh, empty database of `kind` (a SQLite file in `dir`).
+    pub async fn create(kind: Db, dir: &TempDir) -> Self {
         match kind {
             Db::Sqlite => Self {
                 url: format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display()),
