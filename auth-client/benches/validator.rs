@@ -61,6 +61,8 @@ fn fixture() -> Fixture {
             .login("bench@example.com", "bench passphrase")
             .await
             .expect("login")
+            .into_session()
+            .expect("no MFA on this account")
             .access_token;
         (client, token)
     });

@@ -25,14 +25,18 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 /// # async fn example() -> Result<(), auth_client::AuthClientError> {
 /// let client = auth_client::AuthClient::connect_lazy("http://127.0.0.1:50051")?;
-/// let session = client.login("ann@example.com", "correct horse battery").await?;
+/// // An account with TOTP answers a challenge instead: see [`LoginOutcome`].
+/// let session = client
+///     .login("ann@example.com", "correct horse battery")
+///     .await?
+///     .into_session()?;
 /// let principal = client.validate(&session.access_token).await?;
 /// assert_eq!(principal.session_id, session.session_id);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct AuthClient {
-    inner: AuthServiceClient<Channel>,
+    pub(crate) inner: AuthServiceClient<Channel>,
     timeout: Duration,
 }
 
@@ -71,6 +75,63 @@ impl fmt::Debug for Session {
             .field("session_id", &self.session_id)
             .field("user", &self.user)
             .finish()
+    }
+}
+
+/// What [`AuthClient::login`] leads to: a session, or (for an account with TOTP) a challenge
+/// to answer with [`AuthClient::complete_mfa_login`].
+#[derive(Debug, Clone)]
+pub enum LoginOutcome {
+    /// The password was enough: a new session.
+    Session(Session),
+    /// The account has TOTP: no session yet.
+    MfaRequired(MfaChallenge),
+}
+
+impl LoginOutcome {
+    /// The session; [`AuthClientError::MfaRequired`] for an account with TOTP (for callers
+    /// that cannot ask a person for a code, such as a service account).
+    pub fn into_session(self) -> Result<Session, AuthClientError> {
+        match self {
+            LoginOutcome::Session(session) => Ok(session),
+            LoginOutcome::MfaRequired(_) => Err(AuthClientError::MfaRequired),
+        }
+    }
+}
+
+/// The second step of an MFA login. `Debug` hides the token.
+#[derive(Clone)]
+pub struct MfaChallenge {
+    /// Single-use token for [`AuthClient::complete_mfa_login`].
+    pub mfa_token: String,
+    /// When it expires (5 minutes after the login).
+    pub expires_at: SystemTime,
+}
+
+impl fmt::Debug for MfaChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MfaChallenge")
+            .field("mfa_token", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// The second factor for [`AuthClient::complete_mfa_login`]. `Debug` hides the code.
+#[derive(Clone)]
+pub enum MfaCode {
+    /// A current 6-digit TOTP code.
+    Totp(String),
+    /// One of the single-use recovery codes.
+    Recovery(String),
+}
+
+impl fmt::Debug for MfaCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MfaCode::Totp(_) => "Totp([redacted])",
+            MfaCode::Recovery(_) => "Recovery([redacted])",
+        })
     }
 }
 
@@ -210,14 +271,14 @@ impl AuthClient {
         self
     }
 
-    fn request<T>(&self, message: T) -> Request<T> {
+    pub(crate) fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         request.set_timeout(self.timeout);
         crate::trace::inject(request.metadata_mut());
         request
     }
 
-    fn bearer<T>(&self, message: T, token: &str) -> Result<Request<T>, AuthClientError> {
+    pub(crate) fn bearer<T>(&self, message: T, token: &str) -> Result<Request<T>, AuthClientError> {
         let mut request = with_bearer(message, token)?;
         request.set_timeout(self.timeout);
         crate::trace::inject(request.metadata_mut());
@@ -247,8 +308,12 @@ impl AuthClient {
             .ok_or_else(|| AuthClientError::Unavailable("Register answered no user".into()))
     }
 
-    /// `Login`: a new session.
-    pub async fn login(&self, email: &str, password: &str) -> Result<Session, AuthClientError> {
+    /// `Login`: a new session, or an MFA challenge for an account with TOTP.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<LoginOutcome, AuthClientError> {
         let message = pb::LoginRequest {
             email: email.into(),
             password: password.into(),
@@ -257,6 +322,43 @@ impl AuthClient {
             .inner
             .clone()
             .login(self.request(message))
+            .await?
+            .into_inner();
+        if response.mfa_required {
+            return Ok(LoginOutcome::MfaRequired(MfaChallenge {
+                expires_at: system_time(response.mfa_token_expires_at),
+                mfa_token: response.mfa_token,
+            }));
+        }
+        if response.access_token.is_empty() {
+            return Err(AuthClientError::Unavailable(
+                "Login answered neither tokens nor an MFA challenge".into(),
+            ));
+        }
+        Ok(LoginOutcome::Session(session_from!(response)))
+    }
+
+    /// `CompleteMfaLogin`: the second step, with the challenge's token and a TOTP or recovery
+    /// code. A wrong code is `Unauthenticated` (reason `MFA_CODE_INVALID`) and counts toward
+    /// the account's lockout.
+    pub async fn complete_mfa_login(
+        &self,
+        mfa_token: &str,
+        code: MfaCode,
+    ) -> Result<Session, AuthClientError> {
+        let (code, recovery_code) = match code {
+            MfaCode::Totp(code) => (code, String::new()),
+            MfaCode::Recovery(code) => (String::new(), code),
+        };
+        let message = pb::CompleteMfaLoginRequest {
+            mfa_token: mfa_token.into(),
+            code,
+            recovery_code,
+        };
+        let response = self
+            .inner
+            .clone()
+            .complete_mfa_login(self.request(message))
             .await?
             .into_inner();
         Ok(session_from!(response))

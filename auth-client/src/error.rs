@@ -31,6 +31,11 @@ pub enum AuthClientError {
     /// The server could not be reached or could not decide (timeout, overload, outage).
     #[error("auth service unavailable: {0}")]
     Unavailable(String),
+    /// The password was right but the account needs a second factor (TOTP): use
+    /// [`AuthClient::complete_mfa_login`](crate::AuthClient::complete_mfa_login). A service
+    /// account that cannot answer one should not have TOTP.
+    #[error("the account has TOTP enabled: a second factor is required")]
+    MfaRequired,
     /// Any other status, with its code.
     #[error("auth service error {code:?}: {message}")]
     Other {
@@ -47,7 +52,7 @@ impl AuthClientError {
     pub fn is_denied(&self) -> bool {
         matches!(
             self,
-            Self::Unauthenticated { .. } | Self::PermissionDenied(_)
+            Self::Unauthenticated { .. } | Self::PermissionDenied(_) | Self::MfaRequired
         )
     }
 

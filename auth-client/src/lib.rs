@@ -39,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+mod account;
 mod client;
 mod error;
 mod layer;
@@ -48,8 +49,11 @@ mod subscriber;
 mod trace;
 mod validator;
 
+pub use account::{RecoveryCodes, TotpEnrollment};
 pub use auth_proto::pb;
-pub use client::{AuthClient, ClientTls, DEFAULT_TIMEOUT, Session};
+pub use client::{
+    AuthClient, ClientTls, DEFAULT_TIMEOUT, LoginOutcome, MfaChallenge, MfaCode, Session,
+};
 pub use error::AuthClientError;
 pub use layer::{AuthLayer, RequireAuth};
 pub use principal::Principal;

@@ -133,7 +133,8 @@ impl Subscriber {
                 (token.clone(), SystemTime::now() + Duration::from_secs(3600))
             }
             Credentials::Password { email, password } => {
-                let session = self.client.login(email, password).await?;
+                // An account with TOTP cannot subscribe with a password: MfaRequired, a refusal.
+                let session = self.client.login(email, password).await?.into_session()?;
                 (session.access_token, session.access_token_expires_at)
             }
         };
@@ -182,7 +183,7 @@ impl Subscriber {
                 Ok(stream) => stream,
                 Err(error) => {
                     match &error {
-                        AuthClientError::PermissionDenied(_) => {
+                        AuthClientError::PermissionDenied(_) | AuthClientError::MfaRequired => {
                             return Err(SubscriberError::Refused(error));
                         }
                         AuthClientError::Unauthenticated { .. }

@@ -35,6 +35,11 @@ impl ServerExt for Server {
             .register(email, PASSWORD, "")
             .await
             .expect("register");
-        client.login(email, PASSWORD).await.expect("login")
+        client
+            .login(email, PASSWORD)
+            .await
+            .expect("login")
+            .into_session()
+            .expect("no MFA on this account")
     }
 }

@@ -49,7 +49,9 @@ async fn layer_on_an_axum_router_answers_401_403_503_and_200_with_the_principal(
         .client()
         .login("admin@example.com", PASSWORD)
         .await
-        .expect("login");
+        .expect("login")
+        .into_session()
+        .expect("no MFA on this account");
     let validator = server.validator(Duration::from_secs(60), Duration::ZERO);
     let open = Router::new()
         .route("/me", get(me))

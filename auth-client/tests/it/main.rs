@@ -1,5 +1,6 @@
 //! auth-client against a real auth-server on loopback.
 
+mod account;
 mod helpers;
 mod layer;
 mod subscriber;

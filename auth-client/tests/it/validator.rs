@@ -240,7 +240,9 @@ async fn offline_mode_verifies_locally_and_follows_a_key_rotation() {
         .client()
         .login("offline@example.com", PASSWORD)
         .await
-        .expect("login");
+        .expect("login")
+        .into_session()
+        .expect("no MFA on this account");
     assert_ne!(
         after.access_token.rsplit('.').next(),
         before.access_token.rsplit('.').next(),
@@ -322,7 +324,9 @@ async fn validator_works_over_mutual_tls_and_fails_closed_without_a_client_certi
     let session = client
         .login("mtls@example.com", PASSWORD)
         .await
-        .expect("login over mTLS");
+        .expect("login over mTLS")
+        .into_session()
+        .expect("no MFA on this account");
     let validator = auth_client::Validator::builder(client).build();
     let principal = validator
         .validate(&session.access_token)

@@ -199,7 +199,12 @@ pub async fn user(auth: &Server, email: &str) -> (String, String) {
         .register(email, PASSWORD, "")
         .await
         .expect("register");
-    let session = client.login(email, PASSWORD).await.expect("login");
+    let session = client
+        .login(email, PASSWORD)
+        .await
+        .expect("login")
+        .into_session()
+        .expect("no MFA on this account");
     (
         session.access_token,
         session.user.map(|u| u.id).unwrap_or_default(),

@@ -70,7 +70,9 @@ async fn password_change_denies_the_other_session_at_once(db: Db) {
     let b = client
         .login("two@example.com", PASSWORD)
         .await
-        .expect("second session");
+        .expect("second session")
+        .into_session()
+        .expect("no MFA on this account");
     client
         .change_password(&b.access_token, PASSWORD, "a brand new passphrase")
         .await
@@ -258,7 +260,9 @@ async fn the_mirror_syncs_and_me_answers_over_mutual_tls() {
     let session = client
         .login("tls-user@example.com", PASSWORD)
         .await
-        .expect("login over mTLS");
+        .expect("login over mTLS")
+        .into_session()
+        .expect("no MFA on this account");
     let me = backend.me(Some(&session.access_token)).await;
     assert_eq!(me.status, 200, "{:?}", me.json);
     assert_eq!(me.json["email"], "tls-user@example.com");
