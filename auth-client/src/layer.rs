@@ -129,10 +129,16 @@ fn deny<B: Default>(grpc: bool, denial: Denial) -> Response<B> {
     let mut response = Response::new(B::default());
     let headers = response.headers_mut();
     *response.status_mut() = match denial {
-        Denial::Unauthenticated(_) => {
+        Denial::Unauthenticated(reason) => {
+            // RFC 6750 3.1: no error code when the request carried no credentials at all.
+            let challenge = if reason == "TOKEN_MISSING" {
+                "Bearer"
+            } else {
+                "Bearer error=\"invalid_token\""
+            };
             headers.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                HeaderValue::from_static(challenge),
             );
             StatusCode::UNAUTHORIZED
         }

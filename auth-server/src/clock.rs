@@ -14,9 +14,12 @@ use time::OffsetDateTime;
 /// Clock skew tolerated between this server, its replicas and its callers on token times.
 pub const LEEWAY: Duration = Duration::from_secs(30);
 
-/// Now, in UTC.
+/// Now, in UTC, to the millisecond: the precision the database keeps, so an instant the
+/// server answers (a refresh token's expiry, say) is the one it stored. Access-token times are
+/// whole seconds, as the token's claims carry them.
 pub fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
+    let now = OffsetDateTime::now_utc();
+    now - time::Duration::nanoseconds(i64::from(now.nanosecond() % 1_000_000))
 }
 
 /// Unix milliseconds now.
@@ -95,5 +98,6 @@ mod tests {
         assert_eq!(timestamp_of_millis(-1).nanos, 999_000_000);
         assert!(from_millis(i64::MAX).is_none());
         assert_eq!(duration_millis(Duration::MAX), i64::MAX);
+        assert_eq!(now().nanosecond() % 1_000_000, 0);
     }
 }

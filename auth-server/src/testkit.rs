@@ -227,9 +227,19 @@ impl TestCerts {
         let (server_cert, server_key) =
             leaf(vec!["localhost".into(), "127.0.0.1".into()], "auth-server");
         let (client_cert, client_key) = leaf(vec!["test-client".into()], "test-client");
+        // Private keys 0600, certificates 0644, as a real deployment would keep them.
         let write = |name: &str, text: &str| {
+            use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
             let path = dir.join(name);
-            std::fs::write(&path, text).expect("write pem");
+            let mode = if name.ends_with(".key") { 0o600 } else { 0o644 };
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&path)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .expect("write pem");
             path
         };
         Self {

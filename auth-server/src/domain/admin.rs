@@ -403,8 +403,15 @@ impl Admin {
     #[tracing::instrument(skip_all, fields(actor = %actor.user_id))]
     pub async fn unlock_user(&self, actor: &Actor, user_id: &str) -> Result<bool, AuthError> {
         let user = self.find_user(user_id).await?;
+        // "Was locked" means a lock was in force, not merely that failures were counted.
+        let was_locked = self
+            .accounts
+            .lockout_state(&user.email)
+            .await?
+            .locked_until
+            .is_some();
         let change = self.d().begin().await?;
-        let was_locked = lockout::clear(change.db(), &user.email).await?;
+        lockout::clear(change.db(), &user.email).await?;
         let record = Self::audit(actor, AuditKind::AdminUserUnlocked, &user.id)
             .detail(json!({ "was_locked": was_locked }));
         change.audit(record).await?;

@@ -16,7 +16,7 @@ use crate::{
     secrets::{self, OpaqueToken},
     storage::{
         self, ClientInfo, UserRecord,
-        audit::{AuditKind, AuditRecord},
+        audit::{AuditKind, AuditRecord, Outcome},
     },
 };
 
@@ -64,6 +64,18 @@ impl Accounts {
         let matched = d.hasher.verify(password, hash).await?;
         let user = match user {
             Some(user) if matched && !user.disabled => user,
+            Some(user) if matched => {
+                // The right password for a disabled account: refused like any failure, but
+                // not counted toward the lockout (nobody is guessing).
+                let record = AuditRecord::new(AuditKind::LoginFailed, client)
+                    .outcome(Outcome::Denied)
+                    .subject(&user.id)
+                    .detail(json!({ "email": email, "reason": "disabled" }));
+                storage::audit::append_audit(conn, record).await?;
+                d.metrics.login("failure");
+                tracing::info!(user_id = %user.id, "login refused: account disabled");
+                return Err(AuthError::InvalidCredentials);
+            }
             user => {
                 let subject = user.as_ref().map(|u| u.id.as_str());
                 self.record_failure(&email, subject, AuditKind::LoginFailed, client)

@@ -44,7 +44,7 @@ impl MigrationLock {
 
 /// The database file of a SQLite URL (`sqlite://path?…` or `sqlite:path`); `None` for an
 /// in-memory database.
-fn sqlite_file(url: &str) -> Option<PathBuf> {
+pub(super) fn sqlite_file(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

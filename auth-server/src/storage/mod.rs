@@ -135,6 +135,24 @@ fn process_wide(url: &str, is_sqlite: bool) -> (Option<Arc<Mutex<()>>>, Arc<Noti
     (is_sqlite.then(|| Arc::clone(lock)), Arc::clone(signal))
 }
 
+/// Makes the SQLite database file and its WAL and shared-memory files readable by the owner
+/// only (they hold password hashes and MFA secrets); SQLite creates them with the umask.
+fn restrict_sqlite_files(url: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(file) = migrate::sqlite_file(url) else {
+        return;
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = file.clone().into_os_string();
+        path.push(suffix);
+        if let Err(error) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %std::path::Path::new(&path).display(), error.message = %error, "cannot restrict the database file to its owner");
+        }
+    }
+}
+
 /// What a login records about the client.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
@@ -174,6 +192,9 @@ impl Store {
             });
         }
         let db = Database::connect(options).await?;
+        if is_sqlite {
+            restrict_sqlite_files(url);
+        }
         let (write_lock, events_committed) = process_wide(url, is_sqlite);
         Ok(Self {
             db,

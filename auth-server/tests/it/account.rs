@@ -200,3 +200,31 @@ async fn public_keys_list_the_signing_key_of_issued_tokens(db: Db) {
         .expect("b64 footer");
     assert!(String::from_utf8_lossy(&footer).contains(&key.key_id));
 }
+
+/// The embedded database holds password hashes and MFA secrets: owner-only, like the keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_database_and_secret_files_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let app = spawn_app(Db::Sqlite).await;
+    app.signed_up("perm@example.com").await;
+    let db_file = app.dir.path().join("auth.db");
+    let data_dir = &app.settings.data_dir;
+    for path in [
+        db_file.clone(),
+        db_file.with_extension("db-wal"),
+        data_dir.join("kek.key"),
+        data_dir.join("mfa.key"),
+    ] {
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{} is {:o}",
+            path.display(),
+            mode & 0o777
+        );
+    }
+}

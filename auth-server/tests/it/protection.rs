@@ -93,6 +93,19 @@ async fn locked_account_refuses_the_right_password_until_unlocked(db: Db) {
     app.login("gina@example.com", PASSWORD)
         .await
         .expect("login after unlock");
+    // One failure is counted but locks nothing: unlocking reports no lock.
+    assert_code(
+        app.login("gina@example.com", "wrong password").await,
+        Code::Unauthenticated,
+    );
+    let unlocked = admin
+        .unlock_user(pb::UnlockUserRequest {
+            user_id: user.id.clone(),
+        })
+        .await
+        .expect("unlock")
+        .into_inner();
+    assert!(!unlocked.was_locked, "never locked");
 }
 
 async fn a_success_resets_the_failure_count(db: Db) {
