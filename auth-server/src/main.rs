@@ -16,13 +16,34 @@ async fn main() -> ExitCode {
     let code = match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("auth-server: {error:#}");
+            eprintln!("auth-server: {}", one_line(&error));
             ExitCode::FAILURE
         }
     };
     // Flush spans still in the batch (blocks on export; off the async workers).
     let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
     code
+}
+
+/// The error and its causes on one line, each said once: a cause whose text its parent
+/// already printed is skipped, and PostgreSQL's "at line N" (a line of the server's own C
+/// source) is dropped.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let mut text = cause.to_string();
+        while let Some(at) = text.find(" at line ") {
+            let digits = text[at + 9..].chars().take_while(char::is_ascii_digit).count();
+            if digits == 0 {
+                break;
+            }
+            text.replace_range(at..at + 9 + digits, "");
+        }
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

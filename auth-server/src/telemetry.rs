@@ -73,7 +73,12 @@ fn otlp_provider() -> Option<SdkTracerProvider> {
 /// Installs the subscriber (and the OTLP exporter when configured). Does nothing if a
 /// subscriber is already installed.
 pub fn init_with(format: LogFormat) {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // sqlx reports PostgreSQL notices ("relation … already exists, skipping" from the
+    // migrations' IF NOT EXISTS on every start) at INFO with the whole statement: noise.
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"))
+    };
     let logs = match format {
         LogFormat::Human => fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => fmt::layer()

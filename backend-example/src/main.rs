@@ -22,7 +22,15 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("backend-example: {error:#}");
+            // Each cause once: drivers repeat their source's text in their own.
+            let mut line = String::new();
+            for cause in error.chain().map(ToString::to_string) {
+                if !line.contains(&cause) {
+                    line.push_str(if line.is_empty() { "" } else { ": " });
+                    line.push_str(&cause);
+                }
+            }
+            eprintln!("backend-example: {line}");
             ExitCode::FAILURE
         }
     }

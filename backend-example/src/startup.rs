@@ -3,6 +3,8 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use anyhow::Context as _;
+
 use auth_client::{AuthClient, Credentials, Subscriber, Validator};
 use tokio::{net::TcpListener, sync::watch};
 
@@ -25,7 +27,11 @@ impl Backend {
     /// Opens and migrates the database and binds the listener. Does not need auth-server to
     /// be up: the client connects lazily and the sync retries.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = db::connect(&config.database_url).await?;
+        // Name where without the password: the part of the URL after its `@`.
+        let db_at = config.database_url.rsplit('@').next().unwrap_or_default();
+        let db = db::connect(&config.database_url)
+            .await
+            .with_context(|| format!("backend database at {db_at}"))?;
         let client = AuthClient::connect_lazy_with(&config.auth_url, &config.auth_tls()?)?
             .with_timeout(Duration::from_secs(2));
         let validator = Validator::builder(client.clone()).build();
@@ -35,7 +41,10 @@ impl Backend {
         };
         let subscriber = Subscriber::new(client, credentials)
             .with_backoff(Duration::from_millis(100), Duration::from_secs(5));
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen on {}", config.listen))?;
+        tracing::info!(auth_url = %config.auth_url, "users mirrored from the auth service at this address");
         let state = AppState {
             db,
             sync: Arc::new(SyncStatus::default()),

@@ -131,7 +131,8 @@ pub struct StoreArgs {
     /// Database URL: `sqlite://path?mode=rwc` or `postgres://…`. Default: `auth.db` in the data dir.
     #[arg(long, env = "AUTH_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Directory for the SQLite file and the signing keys (created with mode 0700).
+    /// Directory for the SQLite file and the key files `kek.key` and `mfa.key` (created with
+    /// mode 0700; files 0600).
     #[arg(long, env = "AUTH_DATA_DIR", default_value = "./auth-data")]
     pub data_dir: PathBuf,
 }

@@ -65,13 +65,13 @@ pub enum StartupError {
         source: std::io::Error,
     },
     /// The database could not be opened or migrated.
-    #[error("database: {0}")]
+    #[error("database")]
     Storage(#[from] StorageError),
     /// The database schema is behind and migrations were not asked for.
     #[error("database schema is not current; run `auth-server migrate up` or pass --migrate true")]
     NotMigrated,
     /// The signing keys could not be loaded.
-    #[error("signing keys: {0}")]
+    #[error("signing keys")]
     Keys(#[from] KeyError),
     /// The hash pool could not be built.
     #[error("password hashing: {0}")]

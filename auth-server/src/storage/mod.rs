@@ -47,6 +47,21 @@ pub enum StorageError {
     /// Any other database failure.
     #[error("database error")]
     Db(#[source] DbErr),
+    /// The database server could not be reached at start (the address is the URL's host part,
+    /// never its password).
+    #[error("cannot reach the database at {at}")]
+    Unreachable {
+        /// `host:port/database`.
+        at: String,
+        /// The cause.
+        #[source]
+        source: DbErr,
+    },
+    /// The PostgreSQL database named in the URL does not exist.
+    #[error(
+        "database {0:?} does not exist on that server: create it (for example `createdb {0}`) or point AUTH_DATABASE_URL at one that does"
+    )]
+    MissingDatabase(String),
     /// A row holds data this version cannot read.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -153,6 +168,16 @@ fn restrict_sqlite_files(url: &str) {
     }
 }
 
+/// PostgreSQL's "database does not exist" (SQLSTATE 3D000) at connect.
+fn is_missing_database(error: &DbErr) -> bool {
+    let DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)) = error else {
+        return false;
+    };
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "3D000")
+}
+
 /// What a login records about the client.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
@@ -191,7 +216,21 @@ impl Store {
                     .create_if_missing(true)
             });
         }
-        let db = Database::connect(options).await?;
+        let db = Database::connect(options).await.map_err(|error| {
+            if is_missing_database(&error) {
+                let name = url.rsplit('/').next().unwrap_or_default();
+                let name = name.split('?').next().unwrap_or_default();
+                StorageError::MissingDatabase(name.to_owned())
+            } else {
+                match StorageError::from(error) {
+                    StorageError::Unavailable(source) => StorageError::Unreachable {
+                        at: url.rsplit('@').next().unwrap_or(url).to_owned(),
+                        source,
+                    },
+                    other => other,
+                }
+            }
+        })?;
         if is_sqlite {
             restrict_sqlite_files(url);
         }
