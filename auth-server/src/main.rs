@@ -33,7 +33,10 @@ fn one_line(error: &anyhow::Error) -> String {
     for cause in error.chain() {
         let mut text = cause.to_string();
         while let Some(at) = text.find(" at line ") {
-            let digits = text[at + 9..].chars().take_while(char::is_ascii_digit).count();
+            let digits = text[at + 9..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .count();
             if digits == 0 {
                 break;
             }
