@@ -12,7 +12,12 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_with(cli.log_format);
+    // The server logs what it does; a one-shot command prints its result and logs only trouble.
+    let level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    telemetry::init_with_level(cli.log_format, level);
     let code = match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

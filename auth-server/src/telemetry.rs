@@ -70,14 +70,20 @@ fn otlp_provider() -> Option<SdkTracerProvider> {
     )
 }
 
-/// Installs the subscriber (and the OTLP exporter when configured). Does nothing if a
-/// subscriber is already installed.
+/// Installs the subscriber (and the OTLP exporter when configured) with the level `info`
+/// unless `RUST_LOG` says otherwise. Does nothing if a subscriber is already installed.
 pub fn init_with(format: LogFormat) {
+    init_with_level(format, "info");
+}
+
+/// Like [`init_with`], with `level` as the default (`warn` for the CLI's one-shot commands,
+/// whose results go to standard output).
+pub fn init_with_level(format: LogFormat, level: &str) {
     // sqlx reports PostgreSQL notices ("relation … already exists, skipping" from the
     // migrations' IF NOT EXISTS on every start) at INFO with the whole statement: noise.
     let filter = || {
         EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"))
+            .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx::postgres::notice=warn")))
     };
     let logs = match format {
         LogFormat::Human => fmt::layer().with_writer(std::io::stderr).boxed(),

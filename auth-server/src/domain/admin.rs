@@ -67,6 +67,23 @@ pub struct CreateUser {
     pub email_verified: bool,
 }
 
+/// Sets `user`'s disabled flag in `change`, bumping its version.
+async fn set_disabled(
+    change: &Change,
+    user: &UserRecord,
+    disabled: bool,
+) -> Result<UserRecord, AuthError> {
+    let changes = UserChanges {
+        disabled: Some(disabled),
+        ..Default::default()
+    };
+    storage::users::update_user(change.db(), &user.id, user.version, 1, &changes)
+        .await?
+        .ok_or(AuthError::VersionConflict {
+            current: user.version,
+        })
+}
+
 /// Admin operations.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -292,15 +309,7 @@ impl Admin {
         if user.roles.iter().any(|r| r == ROLE_ADMIN) {
             self.ensure_other_admin(&change, &user).await?;
         }
-        let changes = UserChanges {
-            disabled: Some(true),
-            ..Default::default()
-        };
-        let updated = storage::users::update_user(change.db(), id, user.version, 1, &changes)
-            .await?
-            .ok_or(AuthError::VersionConflict {
-                current: user.version,
-            })?;
+        let updated = set_disabled(&change, &user, true).await?;
         change.event(EventKind::UserDisabled, &updated);
         let count =
             revoke_user_sessions(&mut change, &updated, None, RevokeReason::UserDisabled).await?;
@@ -321,15 +330,7 @@ impl Admin {
         if !user.disabled {
             return Ok(user);
         }
-        let changes = UserChanges {
-            disabled: Some(false),
-            ..Default::default()
-        };
-        let updated = storage::users::update_user(change.db(), id, user.version, 1, &changes)
-            .await?
-            .ok_or(AuthError::VersionConflict {
-                current: user.version,
-            })?;
+        let updated = set_disabled(&change, &user, false).await?;
         change.event(EventKind::UserEnabled, &updated);
         change
             .audit(Self::audit(actor, AuditKind::AdminUserEnabled, id))

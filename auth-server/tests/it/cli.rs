@@ -16,18 +16,7 @@ both_backends!(
 );
 
 pub fn auth_server(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_auth-server"))
-        .args(args)
-        .env("AUTH_DATABASE_URL", &app.db.url)
-        .env("AUTH_DATA_DIR", &app.settings.data_dir)
-        .env("AUTH_ARGON2_MEMORY_KIB", "256")
-        .env("AUTH_ARGON2_ITERATIONS", "1")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run auth-server");
+    let mut child = spawn_auth_server(&app.db.url, &app.settings.data_dir, args);
     // A command refused by argument parsing exits before reading: a broken pipe is fine.
     let _ = child
         .stdin

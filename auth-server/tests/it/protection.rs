@@ -133,14 +133,13 @@ async fn a_success_resets_the_failure_count(db: Db) {
         .expect("the count started again after the success");
 }
 
+fn rate_limited(settings: &mut auth_server::Settings, per_minute: u32, burst: u32) {
+    settings.protection.rate_limit =
+        Some(auth_server::rate_limit::RateLimitSettings { per_minute, burst });
+}
+
 async fn rate_limit_answers_resource_exhausted_with_retry_info_before_hashing(db: Db) {
-    let app = spawn_app_with(db, |s| {
-        s.protection.rate_limit = Some(auth_server::rate_limit::RateLimitSettings {
-            per_minute: 60,
-            burst: 3,
-        });
-    })
-    .await;
+    let app = spawn_app_with(db, |s| rate_limited(s, 60, 3)).await;
     for _ in 0..3 {
         assert_code(
             app.login("ivy@example.com", "wrong password").await,
@@ -178,13 +177,7 @@ async fn rate_limit_answers_resource_exhausted_with_retry_info_before_hashing(db
 }
 
 async fn only_password_class_calls_draw_on_the_rate_limit(db: Db) {
-    let app = spawn_app_with(db, |s| {
-        s.protection.rate_limit = Some(auth_server::rate_limit::RateLimitSettings {
-            per_minute: 1,
-            burst: 1,
-        });
-    })
-    .await;
+    let app = spawn_app_with(db, |s| rate_limited(s, 1, 1)).await;
     // The one token of the bucket: a Login (password class).
     let admin = app.token_with_roles("root@example.com", &["admin"]).await;
     // AdminService, Validate and Logout are other classes: never refused by the limit.
