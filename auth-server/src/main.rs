@@ -54,6 +54,14 @@ fn one_line(error: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// Prints a line of a command's result; a closed stdout (`… | head`) is not an error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
@@ -63,12 +71,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { store, action } => {
             for line in cli::migrate(&store, action).await? {
-                println!("{line}");
+                say!("{line}");
             }
         }
         Command::CreateUser(args) => {
             let user = cli::create_user(&args.account, args.roles).await?;
-            println!(
+            say!(
                 "created user {} <{}> roles [{}]",
                 user.id,
                 user.email,
@@ -77,11 +85,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CreateAdmin(args) => {
             let user = cli::create_user(&args.account, cli::admin_roles()).await?;
-            println!("created admin {} <{}>", user.id, user.email);
+            say!("created admin {} <{}>", user.id, user.email);
         }
         Command::Keys { keys, action } => {
             for line in cli::keys(&keys, action).await? {
-                println!("{line}");
+                say!("{line}");
             }
         }
     }
