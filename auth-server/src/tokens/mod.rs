@@ -8,8 +8,9 @@
 //! Where keys are stored and rotated is [`crate::keys`]. Claims: `sub`, `sid`, `roles`, `iss`,
 //! `iat`, `nbf`, `exp`, `jti`; the footer carries `kid` (the PASERK `k4.pid.` id).
 
+mod verified;
+
 use std::{
-    collections::HashMap,
     fmt,
     sync::{Arc, RwLock},
     time::Duration,
@@ -22,6 +23,8 @@ use pasetors::{
 };
 use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use self::verified::{Cached, VerifiedCache};
 
 /// Longest token accepted for parsing; longer input is refused without work.
 pub const MAX_TOKEN_BYTES: usize = 4096;
@@ -153,54 +156,6 @@ pub struct TokenIssuer {
     issuer: String,
     ttl: Duration,
     verified: VerifiedCache,
-}
-
-/// Entries of the verified-token cache at most; about 150 bytes each.
-const VERIFIED_CACHE_ENTRIES: usize = 16_384;
-
-/// Tokens whose signature and claims already verified, keyed by the SHA-256 of the token, so a
-/// token presented on every request costs one Ed25519 verification, not one per call. Time
-/// checks (`exp`, `nbf`) still run on every hit; revocation is checked by the caller as always.
-/// Bounded: when full, expired entries go first, then everything.
-#[derive(Debug, Default)]
-struct VerifiedCache {
-    entries: std::sync::RwLock<HashMap<[u8; 32], Cached>>,
-}
-
-#[derive(Debug, Clone)]
-struct Cached {
-    claims: AccessClaims,
-    not_before: OffsetDateTime,
-}
-
-impl VerifiedCache {
-    fn key(token: &str) -> [u8; 32] {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(token.as_bytes()).into()
-    }
-
-    fn get(&self, key: &[u8; 32]) -> Option<Cached> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.get(key).cloned()
-    }
-
-    fn clear(&self) {
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-    }
-
-    fn insert(&self, key: [u8; 32], value: Cached, now: OffsetDateTime) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= VERIFIED_CACHE_ENTRIES {
-            entries.retain(|_, cached| cached.claims.expires_at > now);
-            if entries.len() >= VERIFIED_CACHE_ENTRIES {
-                entries.clear();
-            }
-        }
-        entries.insert(key, value);
-    }
 }
 
 fn rfc3339(t: OffsetDateTime) -> Result<String, TokenError> {
