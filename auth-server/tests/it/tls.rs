@@ -138,3 +138,14 @@ async fn a_replaced_certificate_serves_new_connections_and_open_ones_carry_on() 
         .await
         .expect("the connection opened before the reload still works");
 }
+
+/// `devcerts` (and the tests) write private keys for the owner only.
+#[test]
+fn generated_private_keys_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let certs = TestCerts::generate(dir.path());
+    let mode = |p: &Path| std::fs::metadata(p).expect("written").permissions().mode() & 0o777;
+    assert_eq!(mode(&certs.server_key), 0o600);
+    assert_eq!(mode(&certs.client_key), 0o600);
+}
