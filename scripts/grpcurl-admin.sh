@@ -88,12 +88,15 @@ ok "a reset token works once; self-service reset without SMTP is FAILED_PRECONDI
 
 ALICE_TOKEN=$(call "$ADDR" AuthService/Login '{"email":"alice@example.com","password":"alice new passphrase"}' | field accessToken)
 SECRET=$(call "$ADDR" AuthService/BeginTotpEnrollment '{}' "$ALICE_TOKEN" | field secret)
-call "$ADDR" AuthService/ConfirmTotpEnrollment "{\"code\":\"$(totp "$SECRET" 0)\"}" "$ALICE_TOKEN" | grep -c recoveryCodes >/dev/null || fail "confirm totp"
+# One code for the confirmation and the replay: computed twice, a step boundary in between
+# would make the "replay" a fresh code.
+CODE=$(totp "$SECRET" 0)
+call "$ADDR" AuthService/ConfirmTotpEnrollment "{\"code\":\"$CODE\"}" "$ALICE_TOKEN" | grep -c recoveryCodes >/dev/null || fail "confirm totp"
 first=$(call "$ADDR" AuthService/Login '{"email":"alice@example.com","password":"alice new passphrase"}')
 [ "$(field mfaRequired <<<"$first")" = True ] || fail "mfa required: $first"
 grep -c accessToken <<<"$first" >/dev/null && fail "tokens before the second step: $first"
 MFA=$(field mfaToken <<<"$first")
-expect_code 16 "$(call "$ADDR" AuthService/CompleteMfaLogin "{\"mfaToken\":\"$MFA\",\"code\":\"$(totp "$SECRET" 0)\"}")" "replayed code"
+expect_code 16 "$(call "$ADDR" AuthService/CompleteMfaLogin "{\"mfaToken\":\"$MFA\",\"code\":\"$CODE\"}")" "replayed code"
 call "$ADDR" AuthService/CompleteMfaLogin "{\"mfaToken\":\"$MFA\",\"code\":\"$(totp "$SECRET" 1)\"}" | grep -c accessToken >/dev/null || fail "second step"
 ok "a TOTP-enabled login needs the second step; a replayed code is refused"
 
