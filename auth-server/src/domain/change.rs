@@ -85,6 +85,12 @@ impl Change {
         self.revoked.push(session_id.to_owned());
     }
 
+    /// Makes `session_id` refused by this server after commit, without an event: for a
+    /// session that was already ended, or whose user is gone, but is presented again.
+    pub fn refuse_session(&mut self, session_id: &str) {
+        self.revoked.push(session_id.to_owned());
+    }
+
     /// Sessions revoked so far in this change.
     pub fn revoked(&self) -> &[String] {
         &self.revoked

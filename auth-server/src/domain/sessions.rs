@@ -185,13 +185,12 @@ impl Accounts {
             true => storage::users::find_user(change.db(), user_id).await?,
             false => None,
         };
-        if let Some(user) = user {
-            change.session_revoked(&user, session_id);
+        match user {
+            Some(user) => change.session_revoked(&user, session_id),
+            None => change.refuse_session(session_id),
         }
         change.audit(audit).await?;
         change.commit().await?;
-        // A session that was already ended (or whose user is gone) must still be refused here.
-        self.d.revocations.revoke(session_id);
         Ok(())
     }
 

@@ -360,14 +360,18 @@ fn base64_of(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn pool_verifies_and_refuses_when_full() {
-        let settings = HashingSettings {
-            memory_kib: 64,
-            iterations: 1,
+    fn settings(memory_kib: u32, iterations: u32) -> HashingSettings {
+        HashingSettings {
+            memory_kib,
+            iterations,
             parallelism: 1,
             min_password_length: 8,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn pool_verifies_and_refuses_when_full() {
+        let settings = settings(64, 1);
         let pool = HashPool::new(&settings, 1, 1).expect("valid params");
         let hash = pool
             .hash(Password::new("correct horse".into()))
@@ -396,12 +400,7 @@ mod tests {
     #[tokio::test]
     async fn our_phc_strings_and_the_standard_api_verify_each_other() {
         use argon2::PasswordVerifier as _;
-        let settings = HashingSettings {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-            min_password_length: 8,
-        };
+        let settings = settings(64, 1);
         let pool = HashPool::new(&settings, 1, 1).expect("valid params");
         let standard = pool
             .hash_blocking(&Password::new("other horse".into()))
@@ -431,12 +430,7 @@ mod tests {
 
     #[tokio::test]
     async fn pool_refuses_beyond_threads_plus_queue() {
-        let settings = HashingSettings {
-            memory_kib: 19_456,
-            iterations: 2,
-            parallelism: 1,
-            min_password_length: 8,
-        };
+        let settings = settings(19_456, 2);
         let pool = HashPool::new(&settings, 1, 1).expect("valid params");
         let jobs = (0..6).map(|_| pool.hash(Password::new("correct horse".into())));
         let results = futures::future::join_all(jobs).await;

@@ -82,14 +82,7 @@ async fn locked_account_refuses_the_right_password_until_unlocked(db: Db) {
     // First lock: one minute.
     assert!((50..=61).contains(&(until.seconds - now)), "{until:?}");
 
-    let unlocked = admin
-        .unlock_user(pb::UnlockUserRequest {
-            user_id: user.id.clone(),
-        })
-        .await
-        .expect("unlock")
-        .into_inner();
-    assert!(unlocked.was_locked);
+    assert!(unlock(&mut admin, &user.id).await);
     app.login("gina@example.com", PASSWORD)
         .await
         .expect("login after unlock");
@@ -98,14 +91,19 @@ async fn locked_account_refuses_the_right_password_until_unlocked(db: Db) {
         app.login("gina@example.com", "wrong password").await,
         Code::Unauthenticated,
     );
-    let unlocked = admin
+    assert!(!unlock(&mut admin, &user.id).await, "never locked");
+}
+
+/// UnlockUser; whether a lock was in force.
+async fn unlock(admin: &mut Admin, user_id: &str) -> bool {
+    admin
         .unlock_user(pb::UnlockUserRequest {
-            user_id: user.id.clone(),
+            user_id: user_id.to_owned(),
         })
         .await
         .expect("unlock")
-        .into_inner();
-    assert!(!unlocked.was_locked, "never locked");
+        .into_inner()
+        .was_locked
 }
 
 async fn a_success_resets_the_failure_count(db: Db) {
