@@ -43,7 +43,7 @@ grep -c 'auth_rpc_requests_total{method="/auth.v1.AuthService/Login",code="OK"} 
 grep -c 'auth_rpc_requests_total{method="/auth.v1.AuthService/Login",code="UNAUTHENTICATED"} 1' <<<"$metrics" >/dev/null || fail "failed Login counter"
 grep -c 'auth_rpc_requests_total{method="/auth.v1.AuthService/Validate",code="OK"} 1' <<<"$metrics" >/dev/null || fail "Validate counter"
 grep -c 'auth_logins_total{outcome="failure"} 1' <<<"$metrics" >/dev/null || fail "login outcomes"
-[ "$(curl -fsS "http://$M/readyz")" = ready ] || fail readyz
+case "$(curl -fsS "http://$M/readyz")" in "ready: database PostgreSQL "*) ;; *) fail readyz ;; esac
 [ "$(curl -fsS "http://$M/livez")" = ok ] || fail livez
 ok "curl /metrics shows per-method counters; /readyz and /livez answer"
 

@@ -2,11 +2,13 @@
 //!
 //! 1. Outbox cost: user changes committed per second by 1 and by 16 writers, with the
 //!    `UserUpdated` outbox row in the same transaction versus the same change without it.
-//! 2. Delivery: commit-to-delivery latency (p50/p99) of an event committed by one process and
-//!    received by a `UserEvents` stream on a server instance (on PostgreSQL through
-//!    `LISTEN/NOTIFY`; on SQLite through the poll, for comparison).
+//! 2. Delivery: commit-to-delivery latency (p50/p99) of an event committed through one pool and
+//!    received by a `UserEvents` stream on a server instance that shares nothing in process with
+//!    it (on PostgreSQL through `LISTEN/NOTIFY`, on MySQL through the 100 ms poll; on SQLite the
+//!    two share the in-process signal of the one file).
 //!
-//! `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo run --release -p auth-server --example eventbench`
+//! `cargo run --release -p auth-server --example eventbench -- --backend postgres|mysql|sqlite`
+//! (a fresh database on the `TEST_DATABASE_URL` / `TEST_MYSQL_URL` server, dropped at the end).
 
 #![allow(missing_docs)]
 
@@ -25,9 +27,9 @@ use auth_server::{
     passwords::HashingSettings,
     passwords::{HashPool, Password},
     storage::{EventKind, Store, events::append_event, users},
+    testkit::{self, TestDatabase},
 };
 use clap::Parser;
-use sea_orm::{ConnectionTrait, Database};
 use tonic::{metadata::MetadataValue, transport::Channel};
 
 #[derive(Debug, Parser)]
@@ -38,7 +40,7 @@ struct Args {
     /// Events for the latency measurement.
     #[arg(long, default_value_t = 300)]
     events: usize,
-    /// Backend: `postgres` (from TEST_DATABASE_URL) or `sqlite`.
+    /// Backend: `postgres` (TEST_DATABASE_URL), `mysql` (TEST_MYSQL_URL) or `sqlite`.
     #[arg(long, default_value = "postgres")]
     backend: String,
 }
@@ -51,23 +53,15 @@ const CHEAP: HashingSettings = HashingSettings {
 };
 
 async fn database_url(backend: &str, dir: &std::path::Path) -> anyhow::Result<String> {
-    if backend == "sqlite" {
-        return Ok(format!(
-            "sqlite://{}?mode=rwc",
-            dir.join("bench.db").display()
-        ));
-    }
-    let admin = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let conn = Database::connect(&admin).await?;
-    conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await?;
-    conn.close().await?;
-    let (prefix, _) = admin
-        .rsplit_once('/')
-        .ok_or_else(|| anyhow::anyhow!("URL without database"))?;
-    Ok(format!("{prefix}/{name}"))
+    let kind = match backend {
+        "sqlite" => TestDatabase::Sqlite,
+        "postgres" => TestDatabase::Postgres,
+        "mysql" => TestDatabase::Mysql,
+        other => anyhow::bail!("unknown backend {other}: sqlite, postgres or mysql"),
+    };
+    Ok(testkit::create_database(kind)
+        .await
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("bench.db").display())))
 }
 
 /// `writers` tasks each change their own user as fast as they can for `duration`.
@@ -132,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(app.run_until_stopped(std::future::pending()));
 
     // The writer's side: its own connection pool, as another replica would have.
-    let store = Store::connect(&url, 20).await?;
+    let store = Store::connect(&testkit::detached_url(&url), 20).await?;
     let hasher = HashPool::new(&CHEAP, 1, 64)?;
     let mut user_ids = Vec::new();
     for i in 0..16 {
@@ -214,16 +208,6 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(stream);
     store.close().await;
-    if let Some(name) = url
-        .strip_prefix("postgres")
-        .and_then(|u| u.rsplit('/').next())
-    {
-        let admin = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let conn = Database::connect(&admin).await?;
-        conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .await?;
-        conn.close().await?;
-    }
+    testkit::drop_database(&url);
     Ok(())
 }

@@ -108,12 +108,15 @@ pub async fn migrate(store: &StoreArgs, action: MigrateAction) -> Result<Vec<Str
         MigrateAction::Down { steps } => db.migrate_down(steps).await?,
         MigrateAction::Status => {}
     }
-    let lines = db
-        .migration_status()
-        .await?
-        .into_iter()
-        .map(|(name, applied)| format!("{} {name}", if applied { "applied" } else { "pending" }))
-        .collect();
+    let mut lines = vec![format!("database {}", db.server_version().await?)];
+    lines.extend(
+        db.migration_status()
+            .await?
+            .into_iter()
+            .map(|(name, applied)| {
+                format!("{} {name}", if applied { "applied" } else { "pending" })
+            }),
+    );
     db.close().await;
     Ok(lines)
 }

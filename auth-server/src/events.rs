@@ -35,7 +35,6 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt as _;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use crate::{
@@ -380,7 +379,7 @@ fn backoff(failures: u32) -> Duration {
 async fn listen_postgres(url: String, wake: Arc<Notify>) {
     let mut failures = 0u32;
     loop {
-        match listen_once(&url, &wake).await {
+        match crate::storage::listen::listen(&url, NOTIFY_CHANNEL, &wake).await {
             Ok(()) => failures = 0,
             Err(error) => {
                 failures += 1;
@@ -390,40 +389,6 @@ async fn listen_postgres(url: String, wake: Arc<Notify>) {
         // Whatever happened while we were not listening is picked up by this wake-up.
         wake.notify_one();
         tokio::time::sleep(backoff(failures)).await;
-    }
-}
-
-async fn listen_once(url: &str, wake: &Notify) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    let (tx, mut notifications) = mpsc::unbounded_channel();
-    let driver = tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
-                    if tx.send(()).is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(())
-    });
-    client
-        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
-        .await?;
-    tracing::debug!("listening for event notifications");
-    // Catch up with anything committed before LISTEN took effect.
-    wake.notify_one();
-    while notifications.recv().await.is_some() {
-        wake.notify_one();
-    }
-    drop(client);
-    match driver.await {
-        Ok(result) => result,
-        Err(_) => Ok(()),
     }
 }
 

@@ -33,7 +33,7 @@
 //! | | [`keyfile`] | secret files in the data dir |
 //! | | [`sealing`] | encryption at rest (TOTP secrets, signing keys) under a key file |
 //! | | [`clock`] | time: now, unix milliseconds, protobuf timestamps |
-//! | storage | [`storage`] | sea-orm entities and repository functions (SQLite and PostgreSQL): queries only |
+//! | storage | [`storage`] | sea-orm entities and repository functions (SQLite, PostgreSQL, MySQL/MariaDB): queries only |
 
 pub mod cli;
 pub mod clock;

@@ -1,6 +1,6 @@
 //! Prometheus metrics (OpenMetrics text via `prometheus-client`) and the operator HTTP listener:
 //! `GET /metrics`, `GET /livez` (the process is up), `GET /readyz` (database reachable,
-//! migrations current, a signing key loaded). Off unless `--metrics-listen` is set.
+//! migrations current, a signing key loaded; the body names the database server and version). Off unless `--metrics-listen` is set.
 //!
 //! Counters and histograms are updated where things happen (the RPC layer, login outcomes, the
 //! hash pool); gauges (queue depth, revocation set, event head, subscribers, lag, database
@@ -26,7 +26,10 @@ use prometheus_client::{
 };
 
 use crate::{
-    events::EventHub, passwords::HashPool, revocation::Revocations, storage::Store,
+    events::EventHub,
+    passwords::HashPool,
+    revocation::Revocations,
+    storage::{DbTiming, Store},
     tokens::TokenIssuer,
 };
 
@@ -53,6 +56,24 @@ pub struct PoolLabels {
     pub state: String,
 }
 
+/// Labels of database query latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    /// `sqlite`, `postgres` or `mysql`.
+    pub backend: String,
+    /// `select`, `insert`, `update`, `delete` or `other`.
+    pub operation: String,
+    /// `ok` or `error`.
+    pub outcome: String,
+}
+
+/// Labels of database pool waits.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// `sqlite`, `postgres` or `mysql`.
+    pub backend: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to ~13 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 18))
@@ -77,6 +98,9 @@ struct Inner {
     event_subscribers: Gauge,
     event_lag: Gauge,
     db_connections: Family<PoolLabels, Gauge>,
+    db_max_connections: Gauge,
+    db_queries: Family<QueryLabels, Histogram, fn() -> Histogram>,
+    db_begin_wait: Family<BackendLabels, Histogram, fn() -> Histogram>,
 }
 
 impl fmt::Debug for Metrics {
@@ -108,6 +132,29 @@ impl Metrics {
         let event_subscribers = Gauge::default();
         let event_lag = Gauge::default();
         let db_connections = Family::<PoolLabels, Gauge>::default();
+        let db_max_connections = Gauge::default();
+        let db_queries = Family::<QueryLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let db_begin_wait =
+            Family::<BackendLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "db_max_connections",
+            "Connections the database pool may open",
+            db_max_connections.clone(),
+        );
+        registry.register(
+            "db_query_duration_seconds",
+            "Database statement latency (on a connection already held) by backend, operation and outcome",
+            db_queries.clone(),
+        );
+        registry.register(
+            "db_begin_wait_seconds",
+            "Time a transaction waited for a pooled connection and its BEGIN, by backend",
+            db_begin_wait.clone(),
+        );
         registry.register(
             "rpc_requests",
             "gRPC requests by method and status code",
@@ -173,6 +220,9 @@ impl Metrics {
                 event_subscribers,
                 event_lag,
                 db_connections,
+                db_max_connections,
+                db_queries,
+                db_begin_wait,
             }),
         }
     }
@@ -203,6 +253,45 @@ impl Metrics {
     /// Counts a lockout.
     pub fn lockout(&self) {
         self.inner.lockouts.inc();
+    }
+
+    /// Records the timings of `store` (queries and transaction starts) from now on.
+    pub fn observe_store(&self, store: &Store, max_connections: u32) {
+        let backend = match store.backend() {
+            sea_orm::DbBackend::Postgres => "postgres",
+            sea_orm::DbBackend::MySql => "mysql",
+            _ => "sqlite",
+        };
+        self.inner
+            .db_max_connections
+            .set(i64::from(max_connections));
+        let inner = Arc::clone(&self.inner);
+        let begin_labels = BackendLabels {
+            backend: backend.to_owned(),
+        };
+        store.observe(Arc::new(move |timing| match timing {
+            DbTiming::Query {
+                operation,
+                elapsed,
+                failed,
+            } => {
+                let labels = QueryLabels {
+                    backend: backend.to_owned(),
+                    operation: operation.to_owned(),
+                    outcome: if failed { "error" } else { "ok" }.to_owned(),
+                };
+                inner
+                    .db_queries
+                    .get_or_create(&labels)
+                    .observe(elapsed.as_secs_f64());
+            }
+            DbTiming::Begin { elapsed } => {
+                inner
+                    .db_begin_wait
+                    .get_or_create(&begin_labels)
+                    .observe(elapsed.as_secs_f64());
+            }
+        }));
     }
 
     /// The histogram the hash pool records its queue waits in.
@@ -285,7 +374,10 @@ async fn livez() -> &'static str {
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
     let store = &state.sources.store;
     let checks = tokio::time::timeout(Duration::from_secs(2), async {
-        store.ping().await.map_err(|_| "database unreachable")?;
+        let version = store
+            .server_version()
+            .await
+            .map_err(|_| "database unreachable")?;
         match store.is_migrated().await {
             Ok(true) => {}
             Ok(false) => return Err("database migrations pending"),
@@ -293,12 +385,12 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
         }
         // A key set always has a signer; this reads it to prove keys are loaded.
         let _ = state.sources.tokens.keys().signer().kid();
-        Ok(())
+        Ok(version)
     })
     .await
     .unwrap_or(Err("database check timed out"));
     match checks {
-        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Ok(version) => (StatusCode::OK, format!("ready: database {version}\n")),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),

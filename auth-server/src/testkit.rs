@@ -1,7 +1,8 @@
 //! Test support for crates that talk to auth-server (feature `testkit`): a real auth-server on a
-//! loopback port, over a fresh SQLite file or a fresh PostgreSQL database (from
-//! `TEST_DATABASE_URL`), that can be stopped and started again on the same port so a client
-//! loses and regains it. Not for production use.
+//! loopback port, over a fresh SQLite file, a fresh PostgreSQL database (on the
+//! `TEST_DATABASE_URL` server) or a fresh MySQL/MariaDB database (on the `TEST_MYSQL_URL`
+//! server), that can be stopped and started again on the same port so a client loses and
+//! regains it. Not for production use.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -36,6 +37,102 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// The MySQL/MariaDB server tests use: `TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306`.
+pub fn mysql_admin_url() -> String {
+    let url =
+        std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    // The server part only: a database in the URL is where tests would not create theirs.
+    let (scheme, rest) = url.split_once("://").unwrap_or(("mysql", &url));
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    format!("{scheme}://{host}")
+}
+
+/// Which database a test server (or a test's own store) runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestDatabase {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the `TEST_DATABASE_URL` PostgreSQL server.
+    Postgres,
+    /// A fresh database on the `TEST_MYSQL_URL` MySQL/MariaDB server.
+    Mysql,
+}
+
+/// A fresh server database of `kind` (`None` for SQLite: the caller picks the file).
+pub async fn create_database(kind: TestDatabase) -> Option<String> {
+    match kind {
+        TestDatabase::Sqlite => None,
+        TestDatabase::Postgres => Some(create_postgres_database().await),
+        TestDatabase::Mysql => Some(create_mysql_database().await),
+    }
+}
+
+/// Drops the server database a URL names (nothing for SQLite), from any context.
+pub fn drop_database(url: &str) {
+    if url.starts_with("postgres") {
+        drop_postgres_database(url);
+    } else if url.starts_with("mysql") {
+        drop_mysql_database(url);
+    }
+}
+
+/// The same server database under a URL that differs by a harmless parameter. A `Store` opened
+/// with it shares nothing in process with stores on the original URL (the "events committed"
+/// signal is kept per URL), so it behaves as another replica on another machine would: it
+/// learns of new events through LISTEN/NOTIFY (PostgreSQL) or its poll (MySQL) only.
+/// SQLite URLs come back unchanged (one file has one process-wide writer anyway).
+pub fn detached_url(url: &str) -> String {
+    let param = if url.starts_with("postgres") {
+        "application_name=detached-replica"
+    } else if url.starts_with("mysql") {
+        // sqlx's default statement cache size is 100; 99 changes nothing that matters.
+        "statement-cache-capacity=99"
+    } else {
+        return url.to_owned();
+    };
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{param}")
+}
+
+/// Creates a fresh, uniquely named MySQL database on the `TEST_MYSQL_URL` server and returns its
+/// URL. Panics if MySQL is unreachable: tests that need it must not skip.
+pub async fn create_mysql_database() -> String {
+    let admin = mysql_admin_url();
+    let name = format!("c_{}", uuid::Uuid::new_v4().simple());
+    let conn = Database::connect(format!("{admin}/"))
+        .await
+        .expect("MySQL/MariaDB for tests must be reachable at TEST_MYSQL_URL");
+    conn.execute_unprepared(&format!(
+        "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+    ))
+    .await
+    .expect("create database");
+    conn.close().await.ok();
+    format!("{admin}/{name}")
+}
+
+/// Drops the MySQL database a URL names, from any context (see [`drop_postgres_database`]).
+pub fn drop_mysql_database(url: &str) {
+    let Some(name) = url.rsplit('/').next().map(str::to_owned) else {
+        return;
+    };
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let admin = Database::connect(format!("{}/", mysql_admin_url()))
+                .await
+                .ok()?;
+            let sql = format!("DROP DATABASE IF EXISTS `{name}`");
+            admin.execute_unprepared(&sql).await.ok();
+            admin.close().await.ok()
+        })
+    })
+    .join();
+}
+
 /// Creates a fresh, uniquely named PostgreSQL database on the `TEST_DATABASE_URL` server and
 /// returns its URL. Panics if PostgreSQL is unreachable: tests that need it must not skip.
 pub async fn create_postgres_database() -> String {
@@ -54,13 +151,9 @@ pub async fn create_postgres_database() -> String {
 
 impl Server {
     /// Starts a server on a fresh database; `tweak` adjusts the settings first.
-    pub async fn start(postgres: bool, tweak: impl FnOnce(&mut Settings)) -> Self {
+    pub async fn start(database: TestDatabase, tweak: impl FnOnce(&mut Settings)) -> Self {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let url = if postgres {
-            Some(create_postgres_database().await)
-        } else {
-            None
-        };
+        let url = create_database(database).await;
         let mut settings = Settings::for_data_dir(dir.path().join("data"), url);
         settings.hashing = CHEAP;
         // Client tests log in many times from 127.0.0.1.
@@ -158,9 +251,7 @@ impl Drop for Server {
         if let Some((tx, _)) = self.running.take() {
             let _ = tx.send(());
         }
-        if self.settings.database_url.starts_with("postgres") {
-            drop_postgres_database(&self.settings.database_url);
-        }
+        drop_database(&self.settings.database_url);
     }
 }
 

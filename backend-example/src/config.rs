@@ -18,7 +18,7 @@ pub struct Config {
         default_value = "http://127.0.0.1:50051"
     )]
     pub auth_url: String,
-    /// The backend's own database: `sqlite://file?mode=rwc` or `postgres://…`.
+    /// The backend's own database: `sqlite://file?mode=rwc`, `postgres://…` or `mysql://…`.
     #[arg(
         long,
         env = "BACKEND_DATABASE_URL",

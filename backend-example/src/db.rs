@@ -117,6 +117,18 @@ mod migration {
     impl MigrationTrait for CreateMirror {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             let text = |c: Userbase| ColumnDef::new(c).text().not_null().to_owned();
+            // A TEXT column's default must be an expression in parentheses on MySQL (8.0.13+,
+            // MariaDB 10.2+); the other backends take the plain literal.
+            let mysql = manager.get_database_backend() == sea_orm::DbBackend::MySql;
+            let text_default = |c: Userbase, value: &str| {
+                let mut column = ColumnDef::new(c).text().not_null().to_owned();
+                if mysql {
+                    column.default(Expr::cust(format!("('{value}')")));
+                } else {
+                    column.default(value);
+                }
+                column
+            };
             let flag = |c: Userbase| {
                 ColumnDef::new(c)
                     .boolean()
@@ -124,62 +136,52 @@ mod migration {
                     .default(false)
                     .to_owned()
             };
-            manager
-                .create_table(
-                    Table::create()
-                        .table(Userbase::Table)
-                        .col(
-                            ColumnDef::new(Userbase::Id)
-                                .string_len(36)
-                                .not_null()
-                                .primary_key(),
-                        )
-                        .col(text(Userbase::Email))
-                        .col(flag(Userbase::EmailVerified))
-                        .col(text(Userbase::DisplayName))
-                        .col(text(Userbase::Roles))
-                        .col(flag(Userbase::Disabled))
-                        .col(ColumnDef::new(Userbase::Version).big_integer().not_null())
-                        .col(flag(Userbase::Deleted))
-                        .col(
-                            ColumnDef::new(Userbase::PlanTier)
-                                .text()
-                                .not_null()
-                                .default("free"),
-                        )
-                        .col(
-                            ColumnDef::new(Userbase::Preferences)
-                                .text()
-                                .not_null()
-                                .default("{}"),
-                        )
-                        .to_owned(),
-                )
-                .await?;
-            manager
-                .create_table(
-                    Table::create()
-                        .table(SyncState::Table)
-                        .col(
-                            ColumnDef::new(SyncState::Id)
-                                .integer()
-                                .not_null()
-                                .primary_key(),
-                        )
-                        .col(
-                            ColumnDef::new(SyncState::LastSequence)
-                                .big_integer()
-                                .not_null(),
-                        )
-                        .col(
-                            ColumnDef::new(SyncState::SnapshotUsers)
-                                .big_integer()
-                                .null(),
-                        )
-                        .col(ColumnDef::new(SyncState::LastEventAt).big_integer().null())
-                        .to_owned(),
-                )
-                .await?;
+            create_table(
+                manager,
+                Table::create()
+                    .table(Userbase::Table)
+                    .col(
+                        ColumnDef::new(Userbase::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(text(Userbase::Email))
+                    .col(flag(Userbase::EmailVerified))
+                    .col(text(Userbase::DisplayName))
+                    .col(text(Userbase::Roles))
+                    .col(flag(Userbase::Disabled))
+                    .col(ColumnDef::new(Userbase::Version).big_integer().not_null())
+                    .col(flag(Userbase::Deleted))
+                    .col(text_default(Userbase::PlanTier, "free"))
+                    .col(text_default(Userbase::Preferences, "{}"))
+                    .to_owned(),
+            )
+            .await?;
+            create_table(
+                manager,
+                Table::create()
+                    .table(SyncState::Table)
+                    .col(
+                        ColumnDef::new(SyncState::Id)
+                            .integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(SyncState::LastSequence)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(SyncState::SnapshotUsers)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(ColumnDef::new(SyncState::LastEventAt).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
             manager
                 .exec_stmt(
                     Query::insert()
@@ -199,6 +201,21 @@ mod migration {
                 .drop_table(Table::drop().table(Userbase::Table).to_owned())
                 .await
         }
+    }
+
+    /// Creates a table; on MySQL as InnoDB with utf8mb4 and a binary collation, whatever the
+    /// server's defaults (ids and emails compare byte for byte, as on the other backends).
+    async fn create_table(
+        manager: &SchemaManager<'_>,
+        mut table: TableCreateStatement,
+    ) -> Result<(), DbErr> {
+        if manager.get_database_backend() == sea_orm::DbBackend::MySql {
+            table
+                .engine("InnoDB")
+                .character_set("utf8mb4")
+                .collate("utf8mb4_bin");
+        }
+        manager.create_table(table).await
     }
 
     /// The backend's migrations.

@@ -2,7 +2,7 @@
 //!
 //! Every schema change is one module here, with `up` and `down`; `Migrator` lists them in
 //! order. `auth-server migrate up|down|status` runs them, and `auth-server serve` applies the
-//! pending ones on start. The same migrations run on SQLite and PostgreSQL.
+//! pending ones on start. The same migrations run on SQLite, PostgreSQL and MySQL/MariaDB.
 
 use sea_orm_migration::prelude::*;
 pub use sea_orm_migration::{MigrationStatus, MigratorTrait};
@@ -23,4 +23,21 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_signing_keys::Migration),
         ]
     }
+}
+
+/// Creates a table. On MySQL/MariaDB the table is InnoDB (row locks, transactions, foreign keys)
+/// with utf8mb4 text and a binary collation, whatever the server's or database's defaults: emails,
+/// ids and token hashes then compare byte for byte, as on SQLite and PostgreSQL (a default
+/// case-insensitive collation would make `A@x` and `a@x` one unique key and `LIKE` ignore case).
+pub(crate) async fn create_table(
+    manager: &SchemaManager<'_>,
+    mut table: TableCreateStatement,
+) -> Result<(), DbErr> {
+    if manager.get_database_backend() == sea_orm_migration::sea_orm::DbBackend::MySql {
+        table
+            .engine("InnoDB")
+            .character_set("utf8mb4")
+            .collate("utf8mb4_bin");
+    }
+    manager.create_table(table).await
 }

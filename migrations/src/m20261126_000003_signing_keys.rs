@@ -20,32 +20,32 @@ enum SigningKeys {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(SigningKeys::Table)
-                    .col(
-                        ColumnDef::new(SigningKeys::Kid)
-                            .string_len(64)
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(SigningKeys::PublicPaserk).text().not_null())
-                    .col(ColumnDef::new(SigningKeys::SecretSealed).text().not_null())
-                    .col(
-                        ColumnDef::new(SigningKeys::CreatedAt)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(SigningKeys::SigningFrom)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(ColumnDef::new(SigningKeys::RetiredAt).big_integer().null())
-                    .to_owned(),
-            )
-            .await
+        crate::create_table(
+            manager,
+            Table::create()
+                .table(SigningKeys::Table)
+                .col(
+                    ColumnDef::new(SigningKeys::Kid)
+                        .string_len(64)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(SigningKeys::PublicPaserk).text().not_null())
+                .col(ColumnDef::new(SigningKeys::SecretSealed).text().not_null())
+                .col(
+                    ColumnDef::new(SigningKeys::CreatedAt)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(SigningKeys::SigningFrom)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(ColumnDef::new(SigningKeys::RetiredAt).big_integer().null())
+                .to_owned(),
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

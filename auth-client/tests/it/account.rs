@@ -7,7 +7,7 @@ use auth_client::{
 };
 use auth_server::mfa::TotpSecret;
 
-use crate::helpers::{PASSWORD, Server, ServerExt as _};
+use crate::helpers::{PASSWORD, Server, ServerExt as _, TestDatabase};
 
 fn unix_now() -> u64 {
     u64::try_from(time_now()).expect("after 1970")
@@ -35,7 +35,7 @@ async fn fresh_step() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mfa_account_gets_a_challenge_and_the_second_step_a_session() {
-    let server = Server::start(false, |_| {}).await;
+    let server = Server::start(TestDatabase::Sqlite, |_| {}).await;
     let client = server.client();
     let first = server.user("mfa@example.com").await;
 
@@ -144,7 +144,7 @@ async fn an_mfa_account_gets_a_challenge_and_the_second_step_a_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invite_token_sets_the_password_once() {
-    let server = Server::start(false, |_| {}).await;
+    let server = Server::start(TestDatabase::Sqlite, |_| {}).await;
     let client = server.client();
     server
         .account_with_roles("root@example.com", &["admin"])

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use auth_client::{AuthClient, Session, Validator};
-pub use auth_server::testkit::{PASSWORD, Server};
+pub use auth_server::testkit::{PASSWORD, Server, TestDatabase};
 
 /// Client conveniences on the testkit server.
 pub trait ServerExt {

@@ -40,7 +40,7 @@ async fn get_me(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layer_on_an_axum_router_answers_401_403_503_and_200_with_the_principal() {
-    let mut server = Server::start(false, |_| {}).await;
+    let mut server = Server::start(TestDatabase::Sqlite, |_| {}).await;
     server
         .account_with_roles("admin@example.com", &["admin"])
         .await;
@@ -116,7 +116,7 @@ async fn layer_on_an_axum_router_answers_401_403_503_and_200_with_the_principal(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layer_on_a_tonic_service_answers_grpc_codes() {
-    let mut server = Server::start(false, |_| {}).await;
+    let mut server = Server::start(TestDatabase::Sqlite, |_| {}).await;
     let user = server.user("grpc@example.com").await;
     let validator = server.validator(Duration::from_secs(60), Duration::ZERO);
 

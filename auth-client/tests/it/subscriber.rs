@@ -30,7 +30,7 @@ async fn wait_for(seen: &Mutex<Vec<u64>>, last: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriber_resumes_and_reconnects_across_a_server_restart() {
-    let mut server = Server::start(false, |_| {}).await;
+    let mut server = Server::start(TestDatabase::Sqlite, |_| {}).await;
     server
         .account_with_roles("mirror@example.com", &["events.subscriber"])
         .await;
@@ -115,7 +115,7 @@ async fn subscriber_resumes_and_reconnects_across_a_server_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriber_gives_up_only_on_refusals_and_bootstraps_from_a_snapshot() {
-    let server = Server::start(false, |_| {}).await;
+    let server = Server::start(TestDatabase::Sqlite, |_| {}).await;
     server.user("plain@example.com").await;
     let plain = Subscriber::new(
         server.client(),

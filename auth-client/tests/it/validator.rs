@@ -11,7 +11,7 @@ const LONG: Duration = Duration::from_secs(3600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_hit_needs_no_rpc() {
-    let mut server = Server::start(false, |_| {}).await;
+    let mut server = Server::start(TestDatabase::Sqlite, |_| {}).await;
     let session = server.user("hit@example.com").await;
     let validator = server.validator(LONG, Duration::ZERO);
     let first = validator
@@ -37,7 +37,10 @@ async fn cache_hit_needs_no_rpc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entry_never_outlives_the_token_exp_even_with_longer_ttl_and_grace() {
-    let mut server = Server::start(false, |s| s.access_token_ttl = Duration::from_secs(10)).await;
+    let mut server = Server::start(TestDatabase::Sqlite, |s| {
+        s.access_token_ttl = Duration::from_secs(10)
+    })
+    .await;
     let session = server.user("exp@example.com").await;
     let validator = server.validator(LONG, LONG);
     validator
@@ -64,7 +67,7 @@ async fn entry_never_outlives_the_token_exp_even_with_longer_ttl_and_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_lookups_of_one_token_share_one_rpc() {
-    let server = Server::start(false, |_| {}).await;
+    let server = Server::start(TestDatabase::Sqlite, |_| {}).await;
     let session = server.user("burst@example.com").await;
     let validator = server.validator(LONG, Duration::ZERO);
     let answers = join_all((0..100).map(|_| validator.validate(&session.access_token))).await;
@@ -76,7 +79,7 @@ async fn concurrent_first_lookups_of_one_token_share_one_rpc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_tokens_are_negatively_cached() {
-    let server = Server::start(false, |_| {}).await;
+    let server = Server::start(TestDatabase::Sqlite, |_| {}).await;
     let validator = server.validator(LONG, Duration::ZERO);
     for _ in 0..3 {
         let answer = validator.validate("v4.public.garbage").await;
@@ -92,7 +95,7 @@ async fn refused_tokens_are_negatively_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_grace_serves_recent_tokens_and_fails_closed_for_the_rest() {
-    let mut server = Server::start(false, |_| {}).await;
+    let mut server = Server::start(TestDatabase::Sqlite, |_| {}).await;
     let seen = server.user("seen@example.com").await;
     let unseen = server.user("unseen@example.com").await;
     let validator = server.validator(Duration::from_millis(200), Duration::from_secs(2));
@@ -140,7 +143,7 @@ async fn outage_grace_serves_recent_tokens_and_fails_closed_for_the_rest() {
 /// cache within a second, while a validator without the feed keeps trusting it until its TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_events_evict_cached_tokens_within_a_second() {
-    let server = Server::start(true, |_| {}).await;
+    let server = Server::start(TestDatabase::Postgres, |_| {}).await;
     server
         .account_with_roles("feed@example.com", &["events.subscriber"])
         .await;
@@ -217,7 +220,7 @@ async fn revocation_events_evict_cached_tokens_within_a_second() {
 /// `GetPublicKeys`; revocation comes from events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_mode_verifies_locally_and_follows_a_key_rotation() {
-    let server = Server::start(false, |s| {
+    let server = Server::start(TestDatabase::Sqlite, |s| {
         s.key_refresh_interval = Duration::from_millis(100);
     })
     .await;
@@ -258,7 +261,7 @@ async fn offline_mode_verifies_locally_and_follows_a_key_rotation() {
         .await
         .expect("old key still verifies");
     // A token from an unrelated server (another key) is refused.
-    let other = Server::start(false, |_| {}).await;
+    let other = Server::start(TestDatabase::Sqlite, |_| {}).await;
     let foreign = other.user("offline@example.com").await;
     let error = validator
         .validate(&foreign.access_token)
@@ -300,7 +303,7 @@ async fn offline_mode_verifies_locally_and_follows_a_key_rotation() {
 async fn validator_works_over_mutual_tls_and_fails_closed_without_a_client_certificate() {
     let dir = tempfile::tempdir().expect("dir");
     let certs = auth_server::testkit::TestCerts::generate(dir.path());
-    let server = Server::start(false, |s| {
+    let server = Server::start(TestDatabase::Sqlite, |s| {
         s.tls = Some(auth_server::tls::TlsSettings {
             cert: certs.server_cert.clone(),
             key: certs.server_key.clone(),

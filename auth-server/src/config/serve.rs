@@ -7,8 +7,14 @@ use clap::Args;
 use super::{
     Cli, Command, ConfigError, HashingArgs, ProtectionArgs, ProtectionSettings, StoreArgs,
 };
+use sea_orm::DbBackend;
+
 use crate::{
-    limits::LimitSettings, passwords::HashingSettings, secrets::redact_url, tls::TlsSettings,
+    limits::LimitSettings,
+    passwords::HashingSettings,
+    secrets::redact_url,
+    storage::{PoolSettings, backend_of},
+    tls::TlsSettings,
 };
 
 /// `serve` arguments.
@@ -44,9 +50,24 @@ pub struct ServeArgs {
     /// Maximum database connections.
     #[arg(long, env = "AUTH_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
-    /// How often (ms) the event feed polls the outbox even without a notification.
-    #[arg(long, env = "AUTH_EVENT_POLL_MS", default_value_t = 1000)]
-    pub event_poll_ms: u64,
+    /// Database connections kept open even when idle.
+    #[arg(long, env = "AUTH_DB_MIN_CONNECTIONS", default_value_t = 1)]
+    pub db_min_connections: u32,
+    /// How long (ms) a call waits for a free database connection before it fails UNAVAILABLE.
+    #[arg(long, env = "AUTH_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_acquire_timeout_ms: u64,
+    /// Idle database connections above the minimum are closed after this many seconds (0: never).
+    #[arg(long, env = "AUTH_DB_IDLE_TIMEOUT_SECS", default_value_t = 600)]
+    pub db_idle_timeout_secs: u64,
+    /// Database connections are replaced after this many seconds (0: never), so a failover or
+    /// a rotated server certificate reaches every connection.
+    #[arg(long, env = "AUTH_DB_MAX_LIFETIME_SECS", default_value_t = 1800)]
+    pub db_max_lifetime_secs: u64,
+    /// How often (ms) the event feed polls the outbox even without a notification. Default:
+    /// 1000 on SQLite and PostgreSQL (commits wake the feed directly and through LISTEN/NOTIFY),
+    /// 100 on MySQL (no NOTIFY: the poll is how other replicas learn of new events).
+    #[arg(long, env = "AUTH_EVENT_POLL_MS")]
+    pub event_poll_ms: Option<u64>,
     /// Events the in-memory feed holds for streams that are a little behind; a stream further
     /// behind reads the database at its own pace.
     #[arg(long, env = "AUTH_EVENT_FEED_CAPACITY", default_value_t = 4096)]
@@ -180,8 +201,8 @@ pub struct Settings {
     pub hash_threads: usize,
     /// Hash pool wait queue.
     pub hash_queue: usize,
-    /// Max database connections.
-    pub db_max_connections: u32,
+    /// Database pool.
+    pub db_pool: PoolSettings,
     /// Password hashing parameters.
     pub hashing: HashingSettings,
     /// How often the health checker pings the database.
@@ -249,9 +270,27 @@ impl ServeArgs {
                 "database max connections must be at least 1".into(),
             ));
         }
+        if self.db_min_connections > self.db_max_connections {
+            return Err(ConfigError(format!(
+                "database min connections ({}) must not exceed max connections ({})",
+                self.db_min_connections, self.db_max_connections
+            )));
+        }
+        if self.db_acquire_timeout_ms == 0 {
+            return Err(ConfigError(
+                "database acquire timeout must be at least 1 ms".into(),
+            ));
+        }
+        let database_url = self.store.database_url();
+        let default_poll_ms = if backend_of(&database_url) == Some(DbBackend::MySql) {
+            100
+        } else {
+            1000
+        };
+        let optional_secs = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
         Ok(Settings {
             listen: self.listen,
-            database_url: self.store.database_url(),
+            database_url,
             data_dir: self.store.data_dir.clone(),
             allow_registration: self.allow_registration,
             migrate: self.migrate,
@@ -260,10 +299,18 @@ impl ServeArgs {
             refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
             hash_threads,
             hash_queue: self.hash_queue,
-            db_max_connections: self.db_max_connections,
+            db_pool: PoolSettings {
+                max_connections: self.db_max_connections,
+                min_connections: self.db_min_connections,
+                acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+                idle_timeout: optional_secs(self.db_idle_timeout_secs),
+                max_lifetime: optional_secs(self.db_max_lifetime_secs),
+            },
             hashing: self.hashing.settings()?,
             health_interval: Duration::from_secs(2),
-            event_poll_interval: Duration::from_millis(self.event_poll_ms.max(10)),
+            event_poll_interval: Duration::from_millis(
+                self.event_poll_ms.unwrap_or(default_poll_ms).max(10),
+            ),
             event_feed_capacity: self.event_feed_capacity.max(1),
             protection: self.protection.settings()?,
             key_file: self

@@ -141,7 +141,7 @@ pub fn ensure_data_dir(path: &std::path::Path) -> Result<(), StartupError> {
 /// if `migrate`; otherwise checks they are current.
 pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
     ensure_data_dir(&settings.data_dir)?;
-    let store = Store::connect(&settings.database_url, settings.db_max_connections).await?;
+    let store = Store::connect_with(&settings.database_url, &settings.db_pool).await?;
     if settings.migrate {
         store.migrate_up().await?;
     } else if !store.is_migrated().await? {
@@ -196,6 +196,7 @@ impl Application {
         let tls = settings.tls.clone().map(TlsConfig::new).transpose()?;
         let metrics = Metrics::new();
         hasher.record_waits(metrics.hash_wait());
+        metrics.observe_store(&store, settings.db_pool.max_connections);
         let core = Core {
             store,
             hasher,

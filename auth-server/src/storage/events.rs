@@ -17,6 +17,10 @@
 //! On PostgreSQL the writing transaction also sends `NOTIFY auth_user_events`, which the
 //! database delivers to every listening replica on commit (and drops on rollback).
 //!
+//! On MySQL/MariaDB the same statement (with `LAST_INSERT_ID(…)` in place of `RETURNING`) takes
+//! the InnoDB row lock on the counter until commit, with the same consequences. MySQL has no
+//! `NOTIFY`: other replicas find new events by their poll (`--event-poll-ms`, 100 ms there).
+//!
 //! On SQLite the database has one writer at a time anyway (and `Store::begin_write` serializes
 //! writers in process), which gives the same order. Writers take the counter last, just
 //! before commit, so the lock is held for as short a time as possible.
@@ -100,6 +104,20 @@ pub struct StoredEvent {
 }
 
 async fn next_sequence(conn: &impl ConnectionTrait) -> StorageResult<i64> {
+    if conn.get_database_backend() == sea_orm::DbBackend::MySql {
+        // No UPDATE … RETURNING on MySQL: `LAST_INSERT_ID(expr)` hands the new value back in
+        // the statement's own reply (and to this connection only), under the same row lock.
+        let stmt = Statement::from_string(
+            sea_orm::DbBackend::MySql,
+            "UPDATE event_sequence SET last_sequence = LAST_INSERT_ID(last_sequence + 1) WHERE id = 1",
+        );
+        let result = conn.execute_raw(stmt).await?;
+        if result.rows_affected() != 1 {
+            return Err(StorageError::Corrupt("event_sequence has no row".into()));
+        }
+        return i64::try_from(result.last_insert_id())
+            .map_err(|_| StorageError::Corrupt("event sequence out of range".into()));
+    }
     let stmt = Statement::from_string(
         conn.get_database_backend(),
         "UPDATE event_sequence SET last_sequence = last_sequence + 1 WHERE id = 1 RETURNING last_sequence",

@@ -1,9 +1,8 @@
 //! Signing key rows.
 
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    sea_query::{Expr, OnConflict},
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    sea_query::Expr,
 };
 
 use super::{StorageResult, entities::signing_keys};
@@ -57,22 +56,19 @@ pub async fn find_keys(conn: &impl ConnectionTrait) -> StorageResult<Vec<KeyRow>
 
 /// Inserts a key unless its kid exists (importing the same file twice is harmless).
 pub async fn create_key(conn: &impl ConnectionTrait, row: KeyRow) -> StorageResult<bool> {
-    let inserted = signing_keys::Entity::insert(signing_keys::ActiveModel {
-        kid: Set(row.kid),
-        public_paserk: Set(row.public_paserk),
-        secret_sealed: Set(row.secret_sealed),
-        created_at: Set(row.created_at),
-        signing_from: Set(row.signing_from),
-        retired_at: Set(row.retired_at),
-    })
-    .on_conflict(
-        OnConflict::column(signing_keys::Column::Kid)
-            .do_nothing()
-            .to_owned(),
+    super::insert_if_absent(
+        conn,
+        signing_keys::ActiveModel {
+            kid: Set(row.kid),
+            public_paserk: Set(row.public_paserk),
+            secret_sealed: Set(row.secret_sealed),
+            created_at: Set(row.created_at),
+            signing_from: Set(row.signing_from),
+            retired_at: Set(row.retired_at),
+        },
+        signing_keys::Column::Kid,
     )
-    .exec_without_returning(conn)
-    .await?;
-    Ok(inserted == 1)
+    .await
 }
 
 /// Retires a key; `false` if unknown or retired already.

@@ -2,10 +2,8 @@
 //! second step of MFA logins.
 
 use sea_orm::{
-    ActiveModelTrait,
-    ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait as _, QueryFilter,
-    sea_query::{Expr, OnConflict},
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait as _,
+    QueryFilter, sea_query::Expr,
 };
 
 use super::{
@@ -59,21 +57,18 @@ pub async fn create_pending_totp(
         .filter(mfa_totp::Column::ConfirmedAt.is_null())
         .exec(conn)
         .await?;
-    let inserted = mfa_totp::Entity::insert(mfa_totp::ActiveModel {
-        user_id: Set(user_id.to_owned()),
-        secret_enc: Set(secret_enc),
-        confirmed_at: Set(None),
-        last_used_step: Set(None),
-        created_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::column(mfa_totp::Column::UserId)
-            .do_nothing()
-            .to_owned(),
+    super::insert_if_absent(
+        conn,
+        mfa_totp::ActiveModel {
+            user_id: Set(user_id.to_owned()),
+            secret_enc: Set(secret_enc),
+            confirmed_at: Set(None),
+            last_used_step: Set(None),
+            created_at: Set(now),
+        },
+        mfa_totp::Column::UserId,
     )
-    .exec_without_returning(conn)
-    .await?;
-    Ok(inserted == 1)
+    .await
 }
 
 /// Confirms a pending enrollment with the step of the code that proved it. `false` if there

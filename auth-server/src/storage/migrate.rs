@@ -6,6 +6,7 @@
 //! therefore holds a lock that only one process at a time can have:
 //! - PostgreSQL: a session advisory lock (`pg_advisory_lock`) on a dedicated connection,
 //!   released when the run ends (or the connection drops, if the process dies);
+//! - MySQL/MariaDB: a named lock (`GET_LOCK`) on a dedicated connection, likewise;
 //! - SQLite: an exclusive `flock` on `<database file>.migrate-lock` beside the database, released
 //!   when the file is closed (also when the process dies).
 //!
@@ -21,9 +22,14 @@ use super::{StorageError, StorageResult, Store};
 /// The advisory lock key of auth-server's migrations (any constant other tools do not use).
 const PG_MIGRATION_LOCK: i64 = 0x6175_7468_6d69_6772; // "authmigr"
 
+/// The MySQL named lock of auth-server's migrations, and how long to wait for it (seconds).
+const MYSQL_MIGRATION_LOCK: &str = "auth_server_migrations";
+const MYSQL_LOCK_WAIT_SECS: u32 = 600;
+
 /// Held while migrations run; dropping it releases the lock.
 enum MigrationLock {
     Postgres(DatabaseConnection),
+    MySql(DatabaseConnection),
     Sqlite(std::fs::File),
     None,
 }
@@ -33,6 +39,11 @@ impl MigrationLock {
         match self {
             MigrationLock::Postgres(conn) => {
                 let unlock = format!("SELECT pg_advisory_unlock({PG_MIGRATION_LOCK})");
+                let _ = conn.execute_unprepared(&unlock).await;
+                let _ = conn.close().await;
+            }
+            MigrationLock::MySql(conn) => {
+                let unlock = format!("SELECT RELEASE_LOCK('{MYSQL_MIGRATION_LOCK}')");
                 let _ = conn.execute_unprepared(&unlock).await;
                 let _ = conn.close().await;
             }
@@ -60,20 +71,47 @@ fn lock_error(what: &str, error: impl std::fmt::Display) -> StorageError {
 }
 
 impl Store {
+    /// One connection of its own, so the lock and the unlock run in the same session.
+    async fn lock_connection(&self) -> StorageResult<DatabaseConnection> {
+        let mut options = ConnectOptions::new(self.url.clone());
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(5))
+            .sqlx_logging(false);
+        Ok(Database::connect(options).await?)
+    }
+
     async fn lock_migrations(&self) -> StorageResult<MigrationLock> {
         match self.backend() {
             DbBackend::Postgres => {
-                // One connection, so the lock and the unlock run in the same session.
-                let mut options = ConnectOptions::new(self.url.clone());
-                options
-                    .max_connections(1)
-                    .min_connections(1)
-                    .connect_timeout(Duration::from_secs(5))
-                    .sqlx_logging(false);
-                let conn = Database::connect(options).await?;
+                let conn = self.lock_connection().await?;
                 conn.execute_unprepared(&format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))
                     .await?;
                 Ok(MigrationLock::Postgres(conn))
+            }
+            DbBackend::MySql => {
+                let conn = self.lock_connection().await?;
+                let row = conn
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        DbBackend::MySql,
+                        format!(
+                            "SELECT GET_LOCK('{MYSQL_MIGRATION_LOCK}', {MYSQL_LOCK_WAIT_SECS})"
+                        ),
+                    ))
+                    .await?;
+                let got: Option<i64> = match row {
+                    Some(row) => row.try_get_by_index(0)?,
+                    None => None,
+                };
+                if got != Some(1) {
+                    let _ = conn.close().await;
+                    return Err(lock_error(
+                        MYSQL_MIGRATION_LOCK,
+                        format!("not granted within {MYSQL_LOCK_WAIT_SECS} s"),
+                    ));
+                }
+                Ok(MigrationLock::MySql(conn))
             }
             DbBackend::Sqlite => {
                 let Some(db_file) = sqlite_file(&self.url) else {

@@ -3,7 +3,7 @@
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait as _,
-    QueryFilter, QuerySelect, sea_query::OnConflict,
+    QueryFilter, QuerySelect,
 };
 
 use super::{StorageError, StorageResult, entities::login_throttle};
@@ -54,23 +54,21 @@ pub async fn find_throttle_for_update(
     email: &str,
     now: i64,
 ) -> StorageResult<ThrottleRow> {
-    login_throttle::Entity::insert(login_throttle::ActiveModel {
-        email: Set(email.to_owned()),
-        failures: Set(0),
-        window_started_at: Set(now),
-        locked_until: Set(None),
-        lock_count: Set(0),
-        updated_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::column(login_throttle::Column::Email)
-            .do_nothing()
-            .to_owned(),
+    super::insert_if_absent(
+        conn,
+        login_throttle::ActiveModel {
+            email: Set(email.to_owned()),
+            failures: Set(0),
+            window_started_at: Set(now),
+            locked_until: Set(None),
+            lock_count: Set(0),
+            updated_at: Set(now),
+        },
+        login_throttle::Column::Email,
     )
-    .exec_without_returning(conn)
     .await?;
     let mut query = login_throttle::Entity::find_by_id(email.to_owned());
-    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+    if super::Store::locks_rows(conn) {
         query = query.lock_exclusive();
     }
     query

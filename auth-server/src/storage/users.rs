@@ -363,7 +363,7 @@ pub async fn find_enabled_admin_ids_for_update(
         .filter(users::Column::DeletedAt.is_null())
         .filter(users::Column::Disabled.eq(false))
         .filter(Expr::col(users::Column::Roles).like(LikeExpr::new("%\"admin\"%")));
-    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+    if super::Store::locks_rows(conn) {
         query = query.lock_exclusive();
     }
     Ok(query.into_tuple().all(conn).await?)

@@ -3,9 +3,9 @@
 use auth_server::storage::{EventKind, events::find_events_after};
 use tonic::Code;
 
-use crate::{both_backends, helpers::*};
+use crate::{every_backend, helpers::*};
 
-both_backends!(
+every_backend!(
     account_life_register_login_validate_refresh_change_password_logout,
     refresh_token_reuse_revokes_the_whole_session,
     unknown_email_and_wrong_password_are_indistinguishable,

@@ -8,9 +8,9 @@ use futures::future::join_all;
 use prost_types::FieldMask;
 use tonic::Code;
 
-use crate::{both_backends, helpers::*};
+use crate::{every_backend, helpers::*};
 
-both_backends!(
+every_backend!(
     admin_walks_a_user_through_create_update_disable_enable_delete,
     only_current_admins_may_call_admin_service,
     paging_over_1200_users_sees_each_exactly_once,

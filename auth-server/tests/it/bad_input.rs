@@ -3,9 +3,9 @@
 use auth_proto::pb;
 use tonic::{Code, Request, metadata::MetadataValue};
 
-use crate::{both_backends, helpers::*};
+use crate::{every_backend, helpers::*};
 
-both_backends!(
+every_backend!(
     malformed_registrations_are_invalid_argument_and_write_nothing,
     duplicate_email_is_already_exists_case_insensitively,
     oversized_and_empty_login_input_is_invalid_argument,

@@ -7,9 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{both_backends, helpers::*};
+use crate::{every_backend, helpers::*};
 
-both_backends!(
+every_backend!(
     create_user_with_role_reads_the_password_from_stdin,
     migrate_down_and_up_round_trips_the_schema,
     two_servers_and_a_cli_started_at_once_on_a_fresh_database_all_come_up,
@@ -128,7 +128,12 @@ async fn create_user_with_role_reads_the_password_from_stdin(db: Db) {
 
     let out = auth_server(&app, &["migrate", "status"], "");
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied m20261126_000001_core"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("applied m20261126_000001_core"), "{stdout}");
+    assert!(
+        stdout.starts_with("database "),
+        "names the server: {stdout}"
+    );
 }
 
 async fn migrate_down_and_up_round_trips_the_schema(db: Db) {

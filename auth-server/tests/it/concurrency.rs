@@ -3,9 +3,9 @@
 use futures::future::join_all;
 use tonic::Code;
 
-use crate::{both_backends, helpers::*};
+use crate::{every_backend, helpers::*};
 
-both_backends!(
+every_backend!(
     exactly_one_of_64_concurrent_refreshes_succeeds,
     hash_queue_overflow_is_resource_exhausted_and_validate_still_answers,
 );

@@ -6,9 +6,9 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{both_backends, helpers::*};
+use crate::{every_backend, helpers::*};
 
-both_backends!(health_is_serving_for_the_server_and_auth_service);
+every_backend!(health_is_serving_for_the_server_and_auth_service);
 
 async fn status(app: &TestApp, service: &str) -> ServingStatus {
     let mut client = HealthClient::new(channel(app.addr).await);

@@ -23,11 +23,7 @@ use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
 use tonic_types::StatusExt;
 
 /// Which database backs the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Db {
-    Sqlite,
-    Postgres,
-}
+pub use auth_server::testkit::TestDatabase as Db;
 
 /// Cheap argon2 parameters so tests spend their time on behaviour, not hashing.
 pub const CHEAP_HASHING: HashingSettings = HashingSettings {
@@ -46,38 +42,30 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
 });
 
 /// A database that lives as long as the test: a SQLite file in a temp dir or a fresh
-/// PostgreSQL database (the testkit's), dropped at the end.
+/// PostgreSQL or MySQL database (the testkit's), dropped at the end.
 pub struct TestDb {
     pub url: String,
-    pg_name: Option<String>,
+    pub kind: Db,
 }
 
 impl TestDb {
     /// A fresh, empty database of `kind` (a SQLite file in `dir`).
     pub async fn create(kind: Db, dir: &TempDir) -> Self {
-        match kind {
-            Db::Sqlite => Self {
-                url: format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display()),
-                pg_name: None,
-            },
-            Db::Postgres => {
-                let url = testkit::create_postgres_database().await;
-                let name = url.rsplit('/').next().map(str::to_owned);
-                Self { url, pg_name: name }
-            }
-        }
+        let url = testkit::create_database(kind).await.unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display())
+        });
+        Self { url, kind }
     }
 
+    /// The PostgreSQL database's name.
     pub fn pg_name(&self) -> Option<&str> {
-        self.pg_name.as_deref()
+        (self.kind == Db::Postgres).then(|| self.url.rsplit('/').next().unwrap_or_default())
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if self.pg_name.is_some() {
-            testkit::drop_postgres_database(&self.url);
-        }
+        testkit::drop_database(&self.url);
     }
 }
 
@@ -118,7 +106,7 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestAp
     let mut settings = Settings::for_data_dir(dir.path().join("data"), Some(db.url.clone()));
     settings.hashing = CHEAP_HASHING;
     settings.health_interval = Duration::from_millis(200);
-    settings.db_max_connections = 8;
+    settings.db_pool.max_connections = 8;
     // Tests log in many times from 127.0.0.1; the rate limit has its own tests.
     settings.protection.rate_limit = None;
     tweak(&mut settings);
@@ -314,9 +302,9 @@ pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) ->
     }
 }
 
-/// Declares `mod name { sqlite, postgres }` tests that run `name(Db)` on each backend.
+/// Declares `mod name { sqlite, postgres, mysql }` tests that run `name(Db)` on each backend.
 #[macro_export]
-macro_rules! both_backends {
+macro_rules! every_backend {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
@@ -328,6 +316,10 @@ macro_rules! both_backends {
                 async fn postgres() {
                     super::$name($crate::helpers::Db::Postgres).await
                 }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn mysql() {
+                    super::$name($crate::helpers::Db::Mysql).await
+                }
             }
         )*
     };
@@ -338,6 +330,17 @@ impl TestApp {
     pub async fn spawn_replica(&self) -> TestApp {
         let mut settings = self.settings.clone();
         settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        start(settings, Arc::clone(&self.db), Arc::clone(&self.dir)).await
+    }
+
+    /// A replica that shares nothing in process with this server: its database URL differs by
+    /// a harmless parameter, so the in-process "events committed" signal (shared per URL) does
+    /// not reach it and it learns of new events only as another machine would.
+    pub async fn spawn_detached_replica(&self) -> TestApp {
+        let mut settings = self.settings.clone();
+        settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        assert_ne!(self.db.kind, Db::Sqlite, "replicas need a server database");
+        settings.database_url = testkit::detached_url(&settings.database_url);
         start(settings, Arc::clone(&self.db), Arc::clone(&self.dir)).await
     }
 

@@ -8,9 +8,9 @@ use auth_proto::pb;
 use base64::Engine as _;
 use tonic::Code;
 
-use crate::{both_backends, cli::auth_server, helpers::*};
+use crate::{cli::auth_server, every_backend, helpers::*};
 
-both_backends!(
+every_backend!(
     rotation_keeps_old_tokens_valid_and_new_tokens_carry_the_new_kid,
     a_pending_key_is_published_before_it_signs,
 );

@@ -7,9 +7,9 @@ use auth_proto::pb;
 use auth_server::mfa::TotpSecret;
 use tonic::Code;
 
-use crate::{admin::admin_of, both_backends, helpers::*};
+use crate::{admin::admin_of, every_backend, helpers::*};
 
-both_backends!(
+every_backend!(
     totp_enrollment_then_login_needs_a_fresh_code_each_time,
     recovery_codes_work_once,
     wrong_codes_count_toward_lockout,

@@ -10,9 +10,9 @@ use std::{
 
 use tonic::Code;
 
-use crate::{both_backends, helpers::*};
+use crate::{every_backend, helpers::*};
 
-both_backends!(metrics_count_rpcs_by_method_and_code_and_logins_by_outcome);
+every_backend!(metrics_count_rpcs_by_method_and_code_and_logins_by_outcome);
 
 fn with_metrics(s: &mut auth_server::Settings) {
     s.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -31,7 +31,17 @@ async fn metrics_count_rpcs_by_method_and_code_and_logins_by_outcome(db: Db) {
     let addr = app.metrics_addr.expect("metrics listener");
     assert_eq!(http_get(addr, "/livez").await.0, 200);
     let (status, body) = http_get(addr, "/readyz").await;
-    assert_eq!((status, body.trim()), (200, "ready"));
+    let server = match db {
+        Db::Sqlite => "SQLite 3.",
+        Db::Postgres => "PostgreSQL ",
+        Db::Mysql => "M",
+    };
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.trim()
+            .starts_with(&format!("ready: database {server}")),
+        "{body}"
+    );
 
     let session = app.signed_up("ops@example.com").await;
     for _ in 0..2 {
@@ -49,6 +59,30 @@ async fn metrics_count_rpcs_by_method_and_code_and_logins_by_outcome(db: Db) {
     let login_bad =
         r#"auth_rpc_requests_total{method="/auth.v1.AuthService/Login",code="UNAUTHENTICATED"}"#;
     let validate = r#"auth_rpc_requests_total{method="/auth.v1.AuthService/Validate",code="OK"}"#;
+    let backend = match db {
+        Db::Sqlite => "sqlite",
+        Db::Postgres => "postgres",
+        Db::Mysql => "mysql",
+    };
+    let selects = format!(
+        r#"auth_db_query_duration_seconds_count{{backend="{backend}",operation="select",outcome="ok"}}"#
+    );
+    let inserts = format!(
+        r#"auth_db_query_duration_seconds_count{{backend="{backend}",operation="insert",outcome="ok"}}"#
+    );
+    let begins = format!(r#"auth_db_begin_wait_seconds_count{{backend="{backend}"}}"#);
+    assert!(sample(&text, &selects).is_some_and(|n| n >= 1.0), "{text}");
+    assert!(sample(&text, &inserts).is_some_and(|n| n >= 1.0), "{text}");
+    assert!(sample(&text, &begins).is_some_and(|n| n >= 1.0), "{text}");
+    assert_eq!(
+        sample(&text, "auth_db_max_connections "),
+        Some(8.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, r#"auth_db_connections{state="idle"}"#).is_some(),
+        "{text}"
+    );
     assert_eq!(sample(&text, login_ok), Some(1.0), "{text}");
     assert_eq!(sample(&text, login_bad), Some(2.0), "{text}");
     assert_eq!(sample(&text, validate), Some(3.0), "{text}");

@@ -7,9 +7,9 @@ use auth_proto::pb;
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use crate::{admin::admin_of, both_backends, helpers::*};
+use crate::{admin::admin_of, every_backend, helpers::*};
 
-both_backends!(
+every_backend!(
     five_failures_lock_an_unknown_email_without_hashing,
     locked_account_refuses_the_right_password_until_unlocked,
     a_success_resets_the_failure_count,

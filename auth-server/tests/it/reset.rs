@@ -12,9 +12,9 @@ use tokio::{
 };
 use tonic::Code;
 
-use crate::{admin::admin_of, both_backends, helpers::*};
+use crate::{admin::admin_of, every_backend, helpers::*};
 
-both_backends!(
+every_backend!(
     a_reset_token_works_once_under_16_concurrent_redemptions,
     self_service_reset_mails_one_working_token,
 );

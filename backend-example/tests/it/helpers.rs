@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-pub use auth_server::testkit::{PASSWORD, Server};
+pub use auth_server::testkit::{PASSWORD, Server, TestDatabase};
 use axum::body::Body;
 use backend_example::{Backend, Config};
 use http_body_util::BodyExt as _;
@@ -12,46 +12,36 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 pub const SERVICE_EMAIL: &str = "backend@example.com";
 
-#[derive(Debug, Clone, Copy)]
-pub enum Db {
-    Sqlite,
-    Postgres,
-}
+/// The backend's own database kind.
+pub type Db = TestDatabase;
 
-/// The backend's own database for one test; a PostgreSQL one is dropped with it.
+/// The backend's own database for one test; a server database is dropped with it.
 pub struct BackendDb {
     pub url: String,
-    postgres: bool,
 }
 
 impl Drop for BackendDb {
     fn drop(&mut self) {
-        if self.postgres {
-            auth_server::testkit::drop_postgres_database(&self.url);
-        }
+        auth_server::testkit::drop_database(&self.url);
     }
 }
 
 /// A fresh database for the backend.
 pub async fn backend_db(kind: Db, dir: &tempfile::TempDir) -> BackendDb {
-    match kind {
-        Db::Sqlite => BackendDb {
+    match auth_server::testkit::create_database(kind).await {
+        Some(url) => BackendDb { url },
+        None => BackendDb {
             url: format!(
                 "sqlite://{}?mode=rwc",
                 dir.path().join("backend.db").display()
             ),
-            postgres: false,
-        },
-        Db::Postgres => BackendDb {
-            url: auth_server::testkit::create_postgres_database().await,
-            postgres: true,
         },
     }
 }
 
 /// An auth-server with the backend's service account.
 pub async fn auth_server() -> Server {
-    let server = Server::start(false, |_| {}).await;
+    let server = Server::start(TestDatabase::Sqlite, |_| {}).await;
     server
         .account_with_roles(SERVICE_EMAIL, &["events.subscriber"])
         .await;
@@ -223,9 +213,9 @@ pub async fn auth_head(auth: &Server) -> u64 {
     u64::try_from(head).expect("non-negative")
 }
 
-/// Declares `sqlite` and `postgres` variants of a test taking the backend's [`Db`].
+/// Declares `sqlite`, `postgres` and `mysql` variants of a test taking the backend's [`Db`].
 #[macro_export]
-macro_rules! both_backend_dbs {
+macro_rules! every_backend_db {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
@@ -236,6 +226,10 @@ macro_rules! both_backend_dbs {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
                     super::$name($crate::helpers::Db::Postgres).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn mysql() {
+                    super::$name($crate::helpers::Db::Mysql).await
                 }
             }
         )*

@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::{both_backend_dbs, helpers::*};
+use crate::{every_backend_db, helpers::*};
 
-both_backend_dbs!(
+every_backend_db!(
     new_users_reach_the_mirror_and_me_answers_401_or_200,
     password_change_denies_the_other_session_at_once,
     auth_outage_serves_cached_tokens_refuses_unseen_ones_and_catches_up_after,
@@ -225,7 +225,7 @@ async fn backend_owned_fields_survive_auth_changes(db: Db) {
 async fn the_mirror_syncs_and_me_answers_over_mutual_tls() {
     let dir = tempfile::tempdir().expect("dir");
     let certs = auth_server::testkit::TestCerts::generate(&dir.path().join("certs"));
-    let auth = Server::start(false, |s| {
+    let auth = Server::start(TestDatabase::Sqlite, |s| {
         s.tls = Some(auth_server::tls::TlsSettings {
             cert: certs.server_cert.clone(),
             key: certs.server_key.clone(),
