@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The UserEvents walk with grpcurl (reflection only) against two `auth-server serve` processes
-# on one PostgreSQL database sharing a data dir: replay from 1, resume, auth codes, and a user
+# on one PostgreSQL or MySQL database sharing a data dir: replay from 1, resume, auth codes, and a user
 # registered through B showing up on a stream open on A within a second.
 #
-# usage: scripts/grpcurl-events.sh POSTGRES_URL    (an empty database)
+# usage: scripts/grpcurl-events.sh DATABASE_URL    (postgres:// or mysql://; an empty database)
 # needs: target/debug/auth-server (or AUTH_SERVER_BIN), grpcurl, python3
 set -euo pipefail
 
 BIN=${AUTH_SERVER_BIN:-target/debug/auth-server}
-URL=${1:?usage: $0 POSTGRES_URL}
+URL=${1:?usage: $0 DATABASE_URL}
 WORK=$(mktemp -d)
 . "$(dirname "$0")/lib.sh"
 A=127.0.0.1:$(free_port)

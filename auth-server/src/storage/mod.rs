@@ -10,7 +10,9 @@
 //! (`SELECT … FOR UPDATE`) behave on both servers alike.
 
 pub mod audit;
+mod connect;
 mod entities;
+mod error;
 pub mod events;
 pub mod keys;
 pub mod listen;
@@ -32,101 +34,15 @@ use std::{
 };
 
 use sea_orm::{
-    AccessMode, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, IsolationLevel, SqlErr, TransactionTrait,
+    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
+    IsolationLevel, TransactionTrait,
 };
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
+pub use error::{StorageError, StorageResult};
 pub use events::{EventKind, StoredEvent};
 pub use pool::{DbTls, PoolSettings, TlsMode, backend_of, describe_target};
 pub use users::{PasswordHash, UserRecord};
-
-/// Storage failures, by cause.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// The database cannot be reached.
-    #[error("database unavailable")]
-    Unavailable(#[source] DbErr),
-    /// A unique constraint refused the write.
-    #[error("unique constraint violated")]
-    Duplicate(#[source] DbErr),
-    /// Any other database failure.
-    #[error("database error")]
-    Db(#[source] DbErr),
-    /// The database server could not be reached at start (the address is the URL's host part,
-    /// never its password).
-    #[error("cannot reach the database at {at}")]
-    Unreachable {
-        /// `host:port/database`.
-        at: String,
-        /// The cause.
-        #[source]
-        source: DbErr,
-    },
-    /// TLS to the database failed; says which certificate and why (never the password).
-    #[error("TLS to the database at {at} failed: {detail}")]
-    Tls {
-        /// `host:port/database`.
-        at: String,
-        /// What was wrong.
-        detail: String,
-    },
-    /// The URL names no backend this server speaks, or has parameters it cannot use.
-    #[error("{0}")]
-    BadUrl(String),
-    /// The PostgreSQL database named in the URL does not exist.
-    #[error(
-        "database {0:?} does not exist on that server: create it (for example `createdb {0}`) or point AUTH_DATABASE_URL at one that does"
-    )]
-    MissingDatabase(String),
-    /// A row holds data this version cannot read.
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
-}
-
-impl From<DbErr> for StorageError {
-    fn from(error: DbErr) -> Self {
-        if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
-            return StorageError::Duplicate(error);
-        }
-        if is_connection_error(&error) {
-            return StorageError::Unavailable(error);
-        }
-        StorageError::Db(error)
-    }
-}
-
-/// Whether the error is about reaching the database rather than about the statement: no
-/// connection to be had, or one lost mid-query (reset, EOF, TLS failure, server shutting down,
-/// the pool closed). The caller may retry these elsewhere or later.
-fn is_connection_error(error: &DbErr) -> bool {
-    use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
-    let runtime = match error {
-        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => return true,
-        DbErr::Exec(e) | DbErr::Query(e) => e,
-        _ => return false,
-    };
-    let RuntimeErr::SqlxError(sqlx) = runtime else {
-        return false;
-    };
-    match &**sqlx {
-        Sqlx::Io(_)
-        | Sqlx::Tls(_)
-        | Sqlx::PoolTimedOut
-        | Sqlx::PoolClosed
-        | Sqlx::WorkerCrashed
-        | Sqlx::Protocol(_) => true,
-        Sqlx::Database(db) => db.code().is_some_and(|code| {
-            // Connection exceptions (SQLSTATE class 08, both servers); PostgreSQL's
-            // administrator shutdown / crash shutdown / cannot connect now (57P01-03).
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
-        }),
-        _ => false,
-    }
-}
-
-/// Result of storage calls.
-pub type StorageResult<T> = Result<T, StorageError>;
 
 /// One timed database step, for metrics.
 #[derive(Debug, Clone, Copy)]
@@ -152,7 +68,7 @@ pub type DbObserver = Arc<dyn Fn(DbTiming) + Send + Sync>;
 
 /// The statement kind of an SQL text, by its first word.
 fn operation_of(sql: &str) -> &'static str {
-    let word = sql.trim_start().split_whitespace().next().unwrap_or("");
+    let word = sql.split_whitespace().next().unwrap_or("");
     for op in ["select", "insert", "update", "delete"] {
         if word.eq_ignore_ascii_case(op) {
             return op;
@@ -230,75 +146,6 @@ fn process_wide(url: &str, is_sqlite: bool) -> (Option<Arc<Mutex<()>>>, Arc<Noti
     (is_sqlite.then(|| Arc::clone(lock)), Arc::clone(signal))
 }
 
-/// Makes the SQLite database file and its WAL and shared-memory files readable by the owner
-/// only (they hold password hashes and MFA secrets); SQLite creates them with the umask.
-fn restrict_sqlite_files(url: &str) {
-    use std::os::unix::fs::PermissionsExt as _;
-    let Some(file) = migrate::sqlite_file(url) else {
-        return;
-    };
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = file.clone().into_os_string();
-        path.push(suffix);
-        if let Err(error) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %std::path::Path::new(&path).display(), error.message = %error, "cannot restrict the database file to its owner");
-        }
-    }
-}
-
-/// "Database does not exist" at connect: PostgreSQL's SQLSTATE 3D000, MySQL's error 1049
-/// (SQLSTATE 42000 "Unknown database").
-fn is_missing_database(error: &DbErr) -> bool {
-    let DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)) = error else {
-        return false;
-    };
-    let Some(db) = e.as_database_error() else {
-        return false;
-    };
-    db.code().is_some_and(|code| code == "3D000")
-        || db
-            .try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
-            .is_some_and(|my| my.number() == 1049)
-}
-
-/// The database name of a server URL (the path without its query).
-fn database_name(url: &str) -> String {
-    let path = url.split('?').next().unwrap_or(url);
-    path.rsplit('/').next().unwrap_or_default().to_owned()
-}
-
-/// Creates the MySQL database a URL names (utf8mb4 with a binary collation, so that emails,
-/// token hashes and ids compare byte for byte as on the other backends).
-async fn create_mysql_database(url: &str) -> StorageResult<()> {
-    let name = database_name(url);
-    if name.is_empty() || name.contains('`') || name.contains('\0') {
-        return Err(StorageError::BadUrl(format!(
-            "cannot create a MySQL database named {name:?}"
-        )));
-    }
-    let (server, query) = match url.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (url, None),
-    };
-    let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
-    let server_url = match query {
-        Some(query) => format!("{base}/?{query}"),
-        None => format!("{base}/"),
-    };
-    let admin = Database::connect(PoolSettings::with_max(1).apply(&server_url)).await?;
-    let created = admin
-        .execute_unprepared(&format!(
-            "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-        ))
-        .await;
-    admin.close().await.ok();
-    created?;
-    tracing::info!(database = %name, "created the MySQL database");
-    Ok(())
-}
-
 /// Inserts `model` unless a row with the same key exists; whether it inserted. One statement on
 /// SQLite and PostgreSQL (`ON CONFLICT (key) DO NOTHING`). MySQL has no such clause (`INSERT
 /// IGNORE` would also swallow foreign-key and data errors, and `ON DUPLICATE KEY UPDATE k = k`
@@ -348,90 +195,7 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
-/// The error of a failed first connection: a missing database, a TLS problem (which certificate
-/// and why) or an unreachable server, naming `host:port/database` and never the password.
-fn connect_error(url: &str, error: DbErr) -> StorageError {
-    if is_missing_database(&error) {
-        return StorageError::MissingDatabase(database_name(url));
-    }
-    if let Some(detail) = pool::describe_tls_failure(url, &error) {
-        return StorageError::Tls {
-            at: describe_target(url),
-            detail,
-        };
-    }
-    match StorageError::from(error) {
-        StorageError::Unavailable(source) | StorageError::Db(source) => StorageError::Unreachable {
-            at: describe_target(url),
-            source,
-        },
-        other => other,
-    }
-}
-
 impl Store {
-    /// Connects to `url` (`sqlite://…`, `postgres://…` or `mysql://…`) with a pool of at most
-    /// `max_connections` and otherwise default settings.
-    pub async fn connect(url: &str, max_connections: u32) -> StorageResult<Self> {
-        Self::connect_with(url, &PoolSettings::with_max(max_connections)).await
-    }
-
-    /// Connects with `pool` settings. A SQLite file is created if missing, and so is a MySQL
-    /// database (if the user may); a missing PostgreSQL database is an error that says so.
-    pub async fn connect_with(url: &str, pool: &PoolSettings) -> StorageResult<Self> {
-        let backend = backend_of(url).ok_or_else(|| {
-            StorageError::BadUrl(
-                "the database URL must start with sqlite:, postgres:, postgresql: or mysql:".into(),
-            )
-        })?;
-        if backend != DbBackend::Sqlite {
-            DbTls::from_url(url).map_err(|e| StorageError::BadUrl(e.to_string()))?;
-        }
-        let is_sqlite = backend == DbBackend::Sqlite;
-        let mut options = pool.apply(url);
-        if is_sqlite {
-            options.map_sqlx_sqlite_opts(|opts| {
-                opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
-                    .foreign_keys(true)
-                    .create_if_missing(true)
-            });
-        }
-        let mut db = match Database::connect(options.clone()).await {
-            Ok(db) => db,
-            Err(error) if backend == DbBackend::MySql && is_missing_database(&error) => {
-                create_mysql_database(url).await?;
-                Database::connect(options)
-                    .await
-                    .map_err(|error| connect_error(url, error))?
-            }
-            Err(error) => return Err(connect_error(url, error)),
-        };
-        if is_sqlite {
-            restrict_sqlite_files(url);
-        }
-        let (write_lock, events_committed) = process_wide(url, is_sqlite);
-        let observer = Arc::new(std::sync::OnceLock::<DbObserver>::new());
-        let callback_observer = Arc::clone(&observer);
-        db.set_metric_callback(move |info| {
-            if let Some(observe) = callback_observer.get() {
-                observe(DbTiming::Query {
-                    operation: operation_of(&info.statement.sql),
-                    elapsed: info.elapsed,
-                    failed: info.failed,
-                });
-            }
-        });
-        Ok(Self {
-            db,
-            observer,
-            url: url.to_owned(),
-            write_lock,
-            events_committed,
-        })
-    }
-
     /// Sends every query and transaction start of this store (and its clones) to `observer`;
     /// only the first observer set is kept.
     pub fn observe(&self, observer: DbObserver) {
@@ -526,31 +290,6 @@ impl Store {
     /// has one writer at a time and needs none.
     pub fn locks_rows(conn: &impl ConnectionTrait) -> bool {
         conn.get_database_backend() != DbBackend::Sqlite
-    }
-
-    /// The backend's name and the server's version, for `/readyz` and `migrate status`
-    /// (for example `PostgreSQL 15.19`, `MariaDB 10.11.19`, `SQLite 3.46.0`).
-    pub async fn server_version(&self) -> StorageResult<String> {
-        let (sql, name) = match self.backend() {
-            DbBackend::Postgres => ("SHOW server_version", "PostgreSQL"),
-            DbBackend::MySql => ("SELECT VERSION()", "MySQL"),
-            _ => ("SELECT sqlite_version()", "SQLite"),
-        };
-        let row = self
-            .db
-            .query_one_raw(sea_orm::Statement::from_string(self.backend(), sql))
-            .await?
-            .ok_or_else(|| StorageError::Corrupt("no server version".into()))?;
-        let version: String = row.try_get_by_index(0)?;
-        // MariaDB reports itself as such (`10.11.19-MariaDB-0+deb12u1`).
-        let (name, version) = match version.split_once("-MariaDB") {
-            Some((number, _)) => ("MariaDB", number.to_owned()),
-            None => (
-                name,
-                version.split_whitespace().next().unwrap_or("").to_owned(),
-            ),
-        };
-        Ok(format!("{name} {version}"))
     }
 
     /// Round trip to the database (health checks).

@@ -226,7 +226,13 @@ pub fn describe_target(url: &str) -> String {
 /// What went wrong with TLS while connecting, in words that name the certificate and why; `None`
 /// if the error is not about TLS.
 pub fn describe_tls_failure(url: &str, error: &DbErr) -> Option<String> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    // sea-orm's RuntimeErr does not expose the sqlx error as its source: start from it.
+    let mut current: Option<&(dyn std::error::Error + 'static)> = match error {
+        DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => Some(&**e),
+        other => Some(other),
+    };
     let mut tls_seen = false;
     while let Some(e) = current {
         if let Some(rustls_error) = e.downcast_ref::<rustls::Error>() {

@@ -46,6 +46,8 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
 pub struct TestDb {
     pub url: String,
     pub kind: Db,
+    /// Whether the test created the database (and drops it).
+    owned: bool,
 }
 
 impl TestDb {
@@ -54,7 +56,20 @@ impl TestDb {
         let url = testkit::create_database(kind).await.unwrap_or_else(|| {
             format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display())
         });
-        Self { url, kind }
+        Self {
+            url,
+            kind,
+            owned: true,
+        }
+    }
+
+    /// A database somewhere else, left alone at the end.
+    pub fn external(url: String, kind: Db) -> Self {
+        Self {
+            url,
+            kind,
+            owned: false,
+        }
     }
 
     /// The PostgreSQL database's name.
@@ -65,7 +80,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        testkit::drop_database(&self.url);
+        if self.owned {
+            testkit::drop_database(&self.url);
+        }
     }
 }
 
@@ -100,9 +117,18 @@ pub async fn spawn_app(db: Db) -> TestApp {
 }
 
 pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    LazyLock::force(&TRACING);
     let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
     let db = Arc::new(TestDb::create(db, &dir).await);
+    spawn_app_on(db, dir, tweak).await
+}
+
+/// A server on a given database (in `dir`'s data dir).
+pub async fn spawn_app_on(
+    db: Arc<TestDb>,
+    dir: Arc<TempDir>,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
+    LazyLock::force(&TRACING);
     let mut settings = Settings::for_data_dir(dir.path().join("data"), Some(db.url.clone()));
     settings.hashing = CHEAP_HASHING;
     settings.health_interval = Duration::from_millis(200);

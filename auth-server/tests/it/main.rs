@@ -6,6 +6,7 @@ mod admin;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod db_tls;
 mod events;
 mod health;
 mod helpers;
