@@ -6,10 +6,12 @@
 //! 3. `Validate` and `Login` through gRPC from N concurrent callers: req/s, p50, p99;
 //! 4. `Login` floods against a locked email (refused without hashing) vs the raw hash rate;
 //!
-//! and prints the ratios. Without `--target` it starts an in-process server on a temporary
-//! SQLite database with the production argon2 parameters.
+//! and prints the ratios. Without `--target` it starts an in-process server with the production
+//! argon2 parameters on a fresh database: a temporary SQLite file, or with `--backend postgres` /
+//! `--backend mysql` a database on the `TEST_DATABASE_URL` / `TEST_MYSQL_URL` server (dropped at
+//! the end).
 //!
-//! `cargo run --release -p auth-server --example loadgen -- --concurrency 32 --seconds 10`
+//! `cargo run --release -p auth-server --example loadgen -- --concurrency 32 --seconds 10 --backend mysql`
 
 #![allow(missing_docs)]
 
@@ -27,6 +29,7 @@ use auth_server::{
     Application, Settings,
     passwords::HashingSettings,
     passwords::{HashPool, Password},
+    testkit::{self, TestDatabase},
 };
 use clap::Parser;
 use pasetors::{
@@ -57,6 +60,9 @@ struct Args {
     /// Hash threads of the in-process server (default: cores).
     #[arg(long)]
     hash_threads: Option<usize>,
+    /// Database of the in-process server: `sqlite`, `postgres` or `mysql`.
+    #[arg(long, default_value = "sqlite")]
+    backend: String,
 }
 
 fn cores() -> usize {
@@ -165,12 +171,21 @@ async fn main() -> anyhow::Result<()> {
 
     // Server.
     let _dir;
+    let mut database_url = None;
     let mut hash_pool = None;
     let addr = match args.target {
         Some(addr) => addr,
         None => {
             let dir = tempfile::tempdir()?;
-            let mut settings = Settings::for_data_dir(dir.path().join("data"), None);
+            let kind = match args.backend.as_str() {
+                "sqlite" => TestDatabase::Sqlite,
+                "postgres" => TestDatabase::Postgres,
+                "mysql" => TestDatabase::Mysql,
+                other => anyhow::bail!("unknown backend {other}: sqlite, postgres or mysql"),
+            };
+            database_url = testkit::create_database(kind).await;
+            let mut settings =
+                Settings::for_data_dir(dir.path().join("data"), database_url.clone());
             settings.hashing = hashing;
             settings.hash_threads = hash_threads;
             settings.hash_queue = args.concurrency * 2;
@@ -187,7 +202,12 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     println!(
-        "auth-server at {addr}; {} cores; {} callers; {} s per measurement",
+        "auth-server at {addr} ({}); {} cores; {} callers; {} s per measurement",
+        if args.target.is_some() {
+            "external"
+        } else {
+            args.backend.as_str()
+        },
         cores(),
         args.concurrency,
         args.seconds
@@ -337,5 +357,8 @@ async fn main() -> anyhow::Result<()> {
         "locked-email Login / raw hash = {:.0}x (attempts on a locked email cost no hash)",
         median(&mut locked_ratios)
     );
+    if let Some(url) = database_url {
+        testkit::drop_database(&url);
+    }
     Ok(())
 }

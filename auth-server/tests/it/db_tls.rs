@@ -296,3 +296,46 @@ async fn tls_only_postgres_verify_full_works_and_wrong_ca_or_plaintext_is_refuse
     assert!(!error.contains("not-the-password"), "{error}");
     drop(db);
 }
+
+/// MySQL takes its TLS settings from the URL too: `ssl-mode=REQUIRED` against a server that
+/// offers no TLS (the machine's MariaDB) is refused before any query, and says it is about TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_ssl_mode_required_without_server_tls_is_a_clear_tls_error() {
+    let url = auth_server::testkit::create_mysql_database().await;
+    let plain = auth_server::storage::Store::connect(&url, 1).await;
+    let server_has_tls = match &plain {
+        Ok(store) => {
+            let row = store
+                .conn()
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::MySql,
+                    "SELECT @@have_ssl",
+                ))
+                .await
+                .expect("query")
+                .expect("row");
+            row.try_get_by_index::<String>(0).expect("have_ssl") == "YES"
+        }
+        Err(error) => panic!("plain connection: {error}"),
+    };
+    if let Ok(store) = plain {
+        store.close().await;
+    }
+    let required = format!("{url}?ssl-mode=REQUIRED");
+    let result = auth_server::storage::Store::connect(&required, 1).await;
+    if server_has_tls {
+        assert!(result.is_ok(), "TLS to a server that offers it");
+    } else {
+        let error = chain(&result.expect_err("no TLS on the server"));
+        eprintln!("ssl-mode=REQUIRED: {error}");
+        assert!(error.contains("TLS"), "{error}");
+    }
+    let bad = format!("{url}?ssl-mode=sometimes");
+    let error = chain(
+        &auth_server::storage::Store::connect(&bad, 1)
+            .await
+            .expect_err("unknown ssl-mode"),
+    );
+    assert!(error.contains("ssl-mode=sometimes"), "{error}");
+    auth_server::testkit::drop_mysql_database(&url);
+}
