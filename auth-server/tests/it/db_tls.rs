@@ -339,3 +339,153 @@ async fn mysql_ssl_mode_required_without_server_tls_is_a_clear_tls_error() {
     assert!(error.contains("ssl-mode=sometimes"), "{error}");
     auth_server::testkit::drop_mysql_database(&url);
 }
+
+/// A running TLS-only MariaDB instance (`require_secure_transport`), on its own port and data
+/// dir; killed when dropped.
+struct TlsMariaDb {
+    port: u16,
+    certs: TestCerts,
+    child: std::process::Child,
+    _dir: TempDir,
+}
+
+impl TlsMariaDb {
+    fn start() -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let certs = TestCerts::generate(&dir.path().join("certs"));
+        let data = dir.path().join("data");
+        let user = if is_root() { "mysql" } else { "" };
+        let chown = |path: &Path| {
+            if is_root() {
+                let ok = Command::new("chown")
+                    .args(["-R", "mysql:mysql"])
+                    .arg(path)
+                    .status()
+                    .expect("chown")
+                    .success();
+                assert!(ok);
+            }
+        };
+        chown(dir.path());
+        let mut install = Command::new("mariadb-install-db");
+        install
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+        if !user.is_empty() {
+            install.arg(format!("--user={user}"));
+        }
+        let out = install.output().expect("mariadb-install-db");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        chown(dir.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut server = Command::new("/usr/sbin/mariadbd");
+        server
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", dir.path().join("sock").display()))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .arg(format!("--ssl-ca={}", certs.ca.display()))
+            .arg(format!("--ssl-cert={}", certs.server_cert.display()))
+            .arg(format!("--ssl-key={}", certs.server_key.display()))
+            .arg("--require-secure-transport=ON")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if !user.is_empty() {
+            server.arg(format!("--user={user}"));
+        }
+        let child = server.spawn().expect("mariadbd");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mariadbd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            port,
+            certs,
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, db: &str, query: &str) -> String {
+        format!("mysql://root@localhost:{}/{db}?{query}", self.port)
+    }
+}
+
+impl Drop for TlsMariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// MySQL over TLS: `ssl-mode=VERIFY_IDENTITY` with `ssl-ca` creates the database, serves logins
+/// and carries events across two replicas; a wrong CA names the CA file; plaintext is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_only_mariadb_verify_identity_works_and_wrong_ca_or_plaintext_is_refused() {
+    let my = tokio::task::spawn_blocking(TlsMariaDb::start)
+        .await
+        .expect("instance");
+    let verify = my.url(
+        "auth",
+        &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={}", my.certs.ca.display()),
+    );
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let db = Arc::new(TestDb::external(verify, Db::Mysql));
+    let a = spawn_app_on(Arc::clone(&db), Arc::clone(&dir), |_| {}).await;
+    let b = a.spawn_detached_replica().await;
+    let token = a
+        .token_with_roles("feed@example.com", &["events.subscriber"])
+        .await;
+    let mut on_a = a
+        .subscribe(&token, a.head().await)
+        .await
+        .expect("subscribe on A");
+    b.register("over-tls@example.com", PASSWORD)
+        .await
+        .expect("register on B");
+    let event = next_event(&mut on_a, Duration::from_secs(1)).await;
+    assert_eq!(
+        event.user.map(|u| u.email),
+        Some("over-tls@example.com".into())
+    );
+    a.login("over-tls@example.com", PASSWORD)
+        .await
+        .expect("login over TLS");
+    drop(on_a);
+    drop(b);
+    drop(a);
+
+    let other = TestCerts::generate(&dir.path().join("other-ca"));
+    let error = build_error(my.url(
+        "auth",
+        &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={}", other.ca.display()),
+    ))
+    .await;
+    eprintln!("wrong CA: {error}");
+    assert!(
+        error.contains("not signed by a CA in ssl-ca=")
+            && error.contains(&other.ca.display().to_string()),
+        "{error}"
+    );
+    let error = build_error(my.url("auth", "ssl-mode=DISABLED")).await;
+    eprintln!("ssl-mode=DISABLED: {error}");
+    assert!(
+        error.contains(&format!("localhost:{}/auth", my.port)),
+        "{error}"
+    );
+    drop(db);
+}
