@@ -230,6 +230,10 @@ impl From<AuthError> for Status {
                 tracing::error!(error.message = %source, error.cause_chain = ?source, "database unavailable");
                 Status::unavailable("database unavailable")
             }
+            AuthError::Storage(StorageError::Contention(source)) => {
+                tracing::warn!(error.message = %source, "transaction aborted by a concurrent one");
+                Status::aborted("concurrent change aborted this one; retry the call")
+            }
             AuthError::Storage(other) => {
                 tracing::error!(error.message = %other, error.cause_chain = ?other, "storage error");
                 Status::internal("internal error")

@@ -11,6 +11,10 @@ pub enum StorageError {
     /// A unique constraint refused the write.
     #[error("unique constraint violated")]
     Duplicate(#[source] DbErr),
+    /// The database aborted the transaction to break a deadlock or a lock wait, or for a
+    /// serialization failure: nothing was written, and the same call may simply be retried.
+    #[error("transaction aborted by a concurrent one")]
+    Contention(#[source] DbErr),
     /// Any other database failure.
     #[error("database error")]
     Db(#[source] DbErr),
@@ -62,6 +66,9 @@ impl From<DbErr> for StorageError {
         if is_connection_error(&error) {
             return StorageError::Unavailable(error);
         }
+        if is_contention(&error) {
+            return StorageError::Contention(error);
+        }
         StorageError::Db(error)
     }
 }
@@ -97,3 +104,21 @@ fn is_connection_error(error: &DbErr) -> bool {
 
 /// Result of storage calls.
 pub type StorageResult<T> = Result<T, StorageError>;
+
+/// Deadlock victims, lock wait timeouts and serialization failures: PostgreSQL 40001/40P01,
+/// MySQL 1213 (deadlock, SQLSTATE 40001) and 1205 (lock wait timeout).
+fn is_contention(error: &DbErr) -> bool {
+    let (DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+    | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))) = error
+    else {
+        return false;
+    };
+    let Some(db) = e.as_database_error() else {
+        return false;
+    };
+    db.code()
+        .is_some_and(|code| matches!(&*code, "40001" | "40P01"))
+        || db
+            .try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+            .is_some_and(|my| matches!(my.number(), 1205 | 1213))
+}
