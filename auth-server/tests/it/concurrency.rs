@@ -70,3 +70,56 @@ async fn hash_queue_overflow_is_resource_exhausted_and_validate_still_answers(db
         .await
         .expect("login after storm");
 }
+
+/// A deadlock victim is classified as contention (the RPC answers ABORTED: retry), not as an
+/// internal error, on both servers that have row locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_victim_is_contention_postgres() {
+    a_deadlock_victim_is_contention(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_victim_is_contention_mysql() {
+    a_deadlock_victim_is_contention(Db::Mysql).await;
+}
+
+async fn a_deadlock_victim_is_contention(db: Db) {
+    use auth_server::storage::{StorageError, Store};
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let test_db = TestDb::create(db, &dir).await;
+    let store = Store::connect(&test_db.url, 4).await.expect("store");
+    let conn = store.conn();
+    conn.execute_unprepared("CREATE TABLE dl (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await
+        .expect("table");
+    conn.execute_unprepared("INSERT INTO dl (id, v) VALUES (1, 0), (2, 0)")
+        .await
+        .expect("rows");
+    let first = conn.begin().await.expect("tx 1");
+    let second = conn.begin().await.expect("tx 2");
+    first
+        .execute_unprepared("UPDATE dl SET v = 1 WHERE id = 1")
+        .await
+        .expect("1 locks row 1");
+    second
+        .execute_unprepared("UPDATE dl SET v = 2 WHERE id = 2")
+        .await
+        .expect("2 locks row 2");
+    let (a, b) = tokio::join!(
+        first.execute_unprepared("UPDATE dl SET v = 1 WHERE id = 2"),
+        second.execute_unprepared("UPDATE dl SET v = 2 WHERE id = 1"),
+    );
+    let victim = match (a, b) {
+        (Err(error), Ok(_)) | (Ok(_), Err(error)) => error,
+        other => panic!("expected exactly one deadlock victim: {other:?}"),
+    };
+    let classified = StorageError::from(victim);
+    assert!(
+        matches!(classified, StorageError::Contention(_)),
+        "{classified:?}"
+    );
+    drop(first);
+    drop(second);
+    store.close().await;
+}
