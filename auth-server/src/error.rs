@@ -230,6 +230,9 @@ impl From<AuthError> for Status {
                 tracing::error!(error.message = %source, error.cause_chain = ?source, "database unavailable");
                 Status::unavailable("database unavailable")
             }
+            AuthError::Storage(StorageError::InvalidText(_)) => {
+                Status::invalid_argument("text contains characters that cannot be stored (NUL)")
+            }
             AuthError::Storage(StorageError::Contention(source)) => {
                 tracing::warn!(error.message = %source, "transaction aborted by a concurrent one");
                 Status::aborted("concurrent change aborted this one; retry the call")

@@ -75,6 +75,11 @@ fn decode_page_token(kind: &str, token: &str) -> Result<Option<String>, AuthErro
         .strip_prefix(kind)
         .and_then(|rest| rest.strip_prefix(':'))
         .ok_or_else(invalid)?;
+    // Cursors this call returns are ids and numbers: never control characters (a NUL would
+    // otherwise reach the database, which PostgreSQL refuses).
+    if cursor.chars().any(char::is_control) {
+        return Err(invalid());
+    }
     Ok(Some(cursor.to_owned()))
 }
 
@@ -115,6 +120,15 @@ impl Admin {
         if filter.email_prefix.as_ref().is_some_and(|p| p.len() > 254) {
             return Err(AuthError::InvalidArgument(
                 "email_prefix is too long".into(),
+            ));
+        }
+        if filter
+            .email_prefix
+            .as_ref()
+            .is_some_and(|p| p.chars().any(char::is_control))
+        {
+            return Err(AuthError::InvalidArgument(
+                "email_prefix must not contain control characters".into(),
             ));
         }
         let size = page_size(requested_size);

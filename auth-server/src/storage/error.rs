@@ -15,6 +15,10 @@ pub enum StorageError {
     /// serialization failure: nothing was written, and the same call may simply be retried.
     #[error("transaction aborted by a concurrent one")]
     Contention(#[source] DbErr),
+    /// The database cannot store a text value (PostgreSQL and NUL: SQLSTATE 22021). The
+    /// domain refuses such input first; this is the net under it.
+    #[error("text the database cannot store")]
+    InvalidText(#[source] DbErr),
     /// Any other database failure.
     #[error("database error")]
     Db(#[source] DbErr),
@@ -69,6 +73,9 @@ impl From<DbErr> for StorageError {
         if is_contention(&error) {
             return StorageError::Contention(error);
         }
+        if sqlstate(&error).is_some_and(|code| code == "22021" || code == "22P05") {
+            return StorageError::InvalidText(error);
+        }
         StorageError::Db(error)
     }
 }
@@ -104,6 +111,16 @@ fn is_connection_error(error: &DbErr) -> bool {
 
 /// Result of storage calls.
 pub type StorageResult<T> = Result<T, StorageError>;
+
+/// The SQLSTATE of a statement's database error.
+fn sqlstate(error: &DbErr) -> Option<String> {
+    let (DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+    | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))) = error
+    else {
+        return None;
+    };
+    Some(e.as_database_error()?.code()?.into_owned())
+}
 
 /// Deadlock victims, lock wait timeouts and serialization failures: PostgreSQL 40001/40P01,
 /// MySQL 1213 (deadlock, SQLSTATE 40001) and 1205 (lock wait timeout).

@@ -19,6 +19,7 @@ every_backend!(
     the_last_enabled_admin_cannot_be_removed,
     invite_without_password_sets_it_with_the_invite_token,
     admin_sessions_listing_and_revocation,
+    nul_characters_are_invalid_argument_in_every_text_field,
 );
 
 fn mask(paths: &[&str]) -> Option<FieldMask> {
@@ -759,4 +760,99 @@ async fn admin_sessions_listing_and_revocation(db: Db) {
         .sessions;
     assert_eq!(inactive.len(), 2);
     assert!(inactive.iter().all(|s| s.revoked_reason == "admin"));
+}
+
+/// A NUL (PostgreSQL cannot store one) or another control character in any text a caller sends
+/// is INVALID_ARGUMENT on every backend, before it reaches the database.
+async fn nul_characters_are_invalid_argument_in_every_text_field(db: Db) {
+    use base64::Engine as _;
+    let app = spawn_app(db).await;
+    let (mut admin, _) = admin_of(&app, "root@example.com").await;
+    let user = create(&mut admin, "bob@example.com", &[]).await;
+    assert_code(
+        app.register("nul\0@example.com", PASSWORD).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        app.login("bob\0@example.com", PASSWORD).await,
+        Code::InvalidArgument,
+    );
+    let page_token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("u:\0abc");
+    for request in [
+        pb::ListUsersRequest {
+            email_prefix: "bo\0".into(),
+            ..Default::default()
+        },
+        pb::ListUsersRequest {
+            role: "x\0".into(),
+            ..Default::default()
+        },
+        pb::ListUsersRequest {
+            page_token,
+            ..Default::default()
+        },
+    ] {
+        assert_code(admin.list_users(request).await, Code::InvalidArgument);
+    }
+    assert_code(
+        admin
+            .create_user(pb::CreateUserRequest {
+                email: "carol@example.com".into(),
+                password: PASSWORD.into(),
+                display_name: "Carol\0".into(),
+                roles: vec![],
+                email_verified: false,
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        admin
+            .create_user(pb::CreateUserRequest {
+                email: "dave@example.com".into(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+                roles: vec!["ops\0".into()],
+                email_verified: false,
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        admin
+            .update_user(pb::UpdateUserRequest {
+                user_id: user.id.clone(),
+                display_name: "Bob\0".into(),
+                update_mask: mask(&["display_name"]),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        admin
+            .get_user(pb::GetUserRequest {
+                user_id: "\0".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        admin
+            .list_audit_events(pb::ListAuditEventsRequest {
+                kind: "login\0".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    // Nothing was written: bob is unchanged and the others do not exist.
+    let page = admin
+        .list_users(pb::ListUsersRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    let emails: Vec<_> = page.users.iter().map(|u| u.email.as_str()).collect();
+    assert_eq!(emails.len(), 2, "{emails:?}");
+    assert!(emails.contains(&"bob@example.com"), "{emails:?}");
 }
