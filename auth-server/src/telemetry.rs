@@ -86,7 +86,12 @@ pub fn init_with_level(format: LogFormat, level: &str) {
             .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx::postgres::notice=warn")))
     };
     let logs = match format {
-        LogFormat::Human => fmt::layer().with_writer(std::io::stderr).boxed(),
+        // Colour only for a person at a terminal: escape codes in files, journald or a log
+        // shipper are noise.
+        LogFormat::Human => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
         LogFormat::Json => fmt::layer()
             .json()
             .with_current_span(true)

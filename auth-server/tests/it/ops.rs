@@ -166,11 +166,11 @@ async fn readyz_is_503_while_postgres_is_unreachable_and_livez_stays_200() {
     assert!(ready, "readyz recovers");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_format_json_writes_one_json_object_per_line() {
+/// The server's stderr lines up to "auth-server listening", with `--log-format format`.
+async fn startup_log_lines(format: &str) -> Vec<String> {
     let dir = tempfile::tempdir().expect("dir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_auth-server"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", format])
         .env("AUTH_DATA_DIR", dir.path())
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -195,6 +195,25 @@ async fn log_format_json_writes_one_json_object_per_line() {
         .expect("join");
     let _ = child.kill();
     let _ = child.wait();
+    lines
+}
+
+/// Human logs written to a pipe (not a terminal) carry no ANSI colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn human_logs_into_a_pipe_have_no_colour_codes() {
+    let lines = startup_log_lines("human").await;
+    assert!(
+        lines.iter().any(|l| l.contains("auth-server listening")),
+        "{lines:?}"
+    );
+    for line in &lines {
+        assert!(!line.contains('\u{1b}'), "escape code in {line:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_json_writes_one_json_object_per_line() {
+    let lines = startup_log_lines("json").await;
     assert!(!lines.is_empty());
     for line in &lines {
         let value: serde_json::Value =
