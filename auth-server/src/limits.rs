@@ -3,6 +3,13 @@
 //! tonic refuses a request message over `max_decoding_message_size` with `OUT_OF_RANGE`, but the
 //! gRPC spec (and our callers) expect `RESOURCE_EXHAUSTED` for "message too large". This
 //! outermost layer rewrites exactly that status; every other response passes untouched.
+//!
+//! A call takes a slot of its class only once its whole request has arrived (every request of
+//! this API is one message of at most 64 KiB): a client that sends HEADERS and then nothing
+//! holds no slot, and is ended after [`REQUEST_BODY_TIMEOUT`]. Health checks take no slot at
+//! all, so no flood of any class can make a load balancer think the server is down. With the
+//! per-connection stream cap (`--max-streams-per-connection`), one connection cannot hold more
+//! than that many stalled streams either.
 
 use std::{
     future::Future,
@@ -36,6 +43,8 @@ pub struct LimitSettings {
     pub other: (usize, Duration),
     /// Streams at most (no deadline).
     pub max_streams: usize,
+    /// Concurrent HTTP/2 streams one connection may open (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub streams_per_connection: u32,
     /// HTTP/2 keepalive interval.
     pub keepalive: Duration,
 }
@@ -116,9 +125,17 @@ pub enum RpcClass {
     Admin,
     /// Server streams (no deadline; the permit lives as long as the stream).
     Stream,
-    /// Logout, health, reflection.
+    /// Logout, reflection.
     Other,
+    /// `grpc.health.v1.Health`: no concurrency budget (cheap, and must answer under any flood).
+    Health,
+    /// Server reflection: a bidirectional stream, so its request is not awaited whole; a budget
+    /// of its own (the size of `Other`'s), so stalled reflection streams starve nothing else.
+    Reflection,
 }
+
+/// How long a call's request message may take to arrive after its headers.
+pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The class of a request path: the one table of which RPC is which class. `ClassLimit`
 /// puts the class into the request's extensions for the handlers.
@@ -126,6 +143,10 @@ pub fn classify(path: &str) -> RpcClass {
     let Some(method) = path.strip_prefix("/auth.v1.AuthService/") else {
         return if path.starts_with("/auth.v1.AdminService/") {
             RpcClass::Admin
+        } else if path.starts_with("/grpc.health.v1.Health/") {
+            RpcClass::Health
+        } else if path.starts_with("/grpc.reflection.") {
+            RpcClass::Reflection
         } else {
             RpcClass::Other
         };
@@ -146,7 +167,8 @@ struct ClassBudget {
 /// Layer producing [`ClassLimit`].
 #[derive(Clone)]
 pub struct ClassLimitLayer {
-    budgets: Arc<[ClassBudget; 5]>,
+    budgets: Arc<[ClassBudget; 7]>,
+    max_body: usize,
 }
 
 impl std::fmt::Debug for ClassLimitLayer {
@@ -156,8 +178,8 @@ impl std::fmt::Debug for ClassLimitLayer {
 }
 
 impl ClassLimitLayer {
-    /// Budgets from the settings.
-    pub fn new(limits: &LimitSettings) -> Self {
+    /// Budgets from the settings; requests over `max_message` bytes are RESOURCE_EXHAUSTED.
+    pub fn new(limits: &LimitSettings, max_message: usize) -> Self {
         let budget = |(n, timeout): (usize, Duration)| ClassBudget {
             permits: Arc::new(Semaphore::new(n)),
             timeout: Some(timeout),
@@ -172,7 +194,14 @@ impl ClassLimitLayer {
                     timeout: None,
                 },
                 budget(limits.other),
+                ClassBudget {
+                    permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+                    timeout: Some(limits.other.1),
+                },
+                budget(limits.other),
             ]),
+            // A gRPC message is framed with a 5-byte header.
+            max_body: max_message + 5,
         }
     }
 }
@@ -184,6 +213,7 @@ impl<S> Layer<S> for ClassLimitLayer {
         ClassLimit {
             inner,
             budgets: Arc::clone(&self.budgets),
+            max_body: self.max_body,
         }
     }
 }
@@ -192,7 +222,8 @@ impl<S> Layer<S> for ClassLimitLayer {
 #[derive(Clone)]
 pub struct ClassLimit<S> {
     inner: S,
-    budgets: Arc<[ClassBudget; 5]>,
+    budgets: Arc<[ClassBudget; 7]>,
+    max_body: usize,
 }
 
 impl<S> std::fmt::Debug for ClassLimit<S> {
@@ -229,9 +260,31 @@ impl http_body::Body for PermitBody {
 
 // === impl ClassLimit ===
 
-impl<S, ReqBody> Service<Request<ReqBody>> for ClassLimit<S>
+/// Why a request body was not taken.
+enum BodyRefused {
+    TooLarge,
+    Broken,
+}
+
+/// The whole request body, at most `max` bytes.
+async fn collect_body(mut body: Body, max: usize) -> Result<bytes::Bytes, BodyRefused> {
+    use http_body_util::BodyExt as _;
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyRefused::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > max {
+                return Err(BodyRefused::TooLarge);
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+impl<S> Service<Request<Body>> for ClassLimit<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<Body>>,
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -243,50 +296,101 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let class = classify(request.uri().path());
         // The handlers read the class from here (the rate limit applies to the password class),
         // so which RPC is expensive is decided once, by `classify`.
         request.extensions_mut().insert(class);
-        let budget = &self.budgets[class as usize];
-        let Ok(permit) = Arc::clone(&budget.permits).try_acquire_owned() else {
-            tracing::warn!(?class, "concurrency limit reached; call refused");
-            let status =
-                Status::resource_exhausted("too many concurrent calls of this kind; retry shortly");
-            return Box::pin(std::future::ready(Ok(status.into_http())));
-        };
-        let timeout = budget.timeout;
-        let future = self.inner.call(request);
+        let budgets = Arc::clone(&self.budgets);
+        let max_body = self.max_body;
+        // The service that was polled ready goes into the future; a clone stays here.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let response = match timeout {
-                Some(limit) => match tokio::time::timeout(limit, future).await {
-                    Ok(response) => response,
-                    Err(_) => {
-                        tracing::warn!(
-                            ?class,
-                            limit_ms = limit.as_millis() as u64,
-                            "call deadline exceeded"
-                        );
-                        return Ok(Status::deadline_exceeded(
-                            "the call took longer than this server allows",
-                        )
-                        .into_http());
-                    }
-                },
-                None => future.await,
-            }?;
-            if class == RpcClass::Stream {
-                return Ok(response.map(|body| {
-                    Body::new(PermitBody {
-                        inner: body,
-                        _permit: permit,
-                    })
-                }));
+            let (parts, body) = request.into_parts();
+            if class == RpcClass::Reflection {
+                return limited(
+                    &budgets[class as usize],
+                    class,
+                    inner,
+                    Request::from_parts(parts, body),
+                )
+                .await;
             }
-            drop(permit);
-            Ok(response)
+            let body = match tokio::time::timeout(
+                REQUEST_BODY_TIMEOUT,
+                collect_body(body, max_body),
+            )
+            .await
+            {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(BodyRefused::TooLarge)) => {
+                    return Ok(
+                        Status::resource_exhausted("request message larger than 64 KiB")
+                            .into_http(),
+                    );
+                }
+                Ok(Err(BodyRefused::Broken)) => {
+                    return Ok(Status::cancelled("the request body was cut off").into_http());
+                }
+                Err(_) => {
+                    return Ok(Status::deadline_exceeded(
+                        "the request message did not arrive within 5 s of its headers",
+                    )
+                    .into_http());
+                }
+            };
+            let request = Request::from_parts(parts, Body::new(http_body_util::Full::new(body)));
+            limited(&budgets[class as usize], class, inner, request).await
         })
     }
+}
+
+/// Runs `request` on a slot of `budget` (or refuses it at once) within the class deadline; a
+/// stream's response body keeps the slot until it ends.
+async fn limited<S>(
+    budget: &ClassBudget,
+    class: RpcClass,
+    mut inner: S,
+    request: Request<Body>,
+) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    let Ok(permit) = Arc::clone(&budget.permits).try_acquire_owned() else {
+        tracing::warn!(?class, "concurrency limit reached; call refused");
+        let status =
+            Status::resource_exhausted("too many concurrent calls of this kind; retry shortly");
+        return Ok(status.into_http());
+    };
+    let future = inner.call(request);
+    let response = match budget.timeout {
+        Some(limit) => match tokio::time::timeout(limit, future).await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::warn!(
+                    ?class,
+                    limit_ms = limit.as_millis() as u64,
+                    "call deadline exceeded"
+                );
+                return Ok(Status::deadline_exceeded(
+                    "the call took longer than this server allows",
+                )
+                .into_http());
+            }
+        },
+        None => future.await,
+    }?;
+    if matches!(class, RpcClass::Stream | RpcClass::Reflection) {
+        return Ok(response.map(|body| {
+            Body::new(PermitBody {
+                inner: body,
+                _permit: permit,
+            })
+        }));
+    }
+    drop(permit);
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -309,7 +413,12 @@ mod tests {
             RpcClass::Stream
         );
         assert_eq!(classify("/auth.v1.AdminService/ListUsers"), RpcClass::Admin);
-        assert_eq!(classify("/grpc.health.v1.Health/Check"), RpcClass::Other);
+        assert_eq!(classify("/grpc.health.v1.Health/Check"), RpcClass::Health);
+        assert_eq!(classify("/grpc.health.v1.Health/Watch"), RpcClass::Health);
+        assert_eq!(
+            classify("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            RpcClass::Reflection
+        );
         assert_eq!(classify("/auth.v1.AuthService/Logout"), RpcClass::Other);
     }
 }

@@ -136,6 +136,9 @@ pub struct LimitArgs {
     /// Seconds between HTTP/2 keepalive pings to idle connections.
     #[arg(long, env = "AUTH_KEEPALIVE_SECS", default_value_t = 30)]
     pub keepalive_secs: u64,
+    /// Concurrent HTTP/2 streams one connection may open (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "AUTH_MAX_STREAMS_PER_CONNECTION", default_value_t = 100)]
+    pub max_streams_per_connection: u32,
 }
 
 impl LimitArgs {
@@ -150,9 +153,10 @@ impl LimitArgs {
                 Ok((n, Duration::from_millis(ms)))
             }
         };
-        if self.max_streams == 0 || self.keepalive_secs == 0 {
+        if self.max_streams == 0 || self.keepalive_secs == 0 || self.max_streams_per_connection == 0
+        {
             return Err(ConfigError(
-                "max streams and keepalive must be at least 1".into(),
+                "max streams, streams per connection and keepalive must be at least 1".into(),
             ));
         }
         Ok(LimitSettings {
@@ -173,6 +177,7 @@ impl LimitArgs {
             )?,
             other: (256, Duration::from_secs(10)),
             max_streams: self.max_streams,
+            streams_per_connection: self.max_streams_per_connection,
             keepalive: Duration::from_secs(self.keepalive_secs),
         })
     }

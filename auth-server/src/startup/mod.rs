@@ -425,6 +425,8 @@ fn router(
         .http2_keepalive_interval(Some(limits.keepalive))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_nodelay(true)
+        // One connection opens at most this many streams at once (stalled ones included).
+        .max_concurrent_streams(Some(limits.streams_per_connection))
         // Outermost: the request span and metrics see the final status.
         .layer(ObserveLayer::new(
             settings
@@ -435,7 +437,7 @@ fn router(
         // Then: rewrites tonic's OUT_OF_RANGE for oversized messages.
         .layer(MessageLimitLayer)
         // Then: per-class concurrency (shed at once) and deadlines.
-        .layer(ClassLimitLayer::new(&limits))
+        .layer(ClassLimitLayer::new(&limits, MAX_REQUEST_BYTES))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -14,6 +14,7 @@ mod keys;
 mod mfa;
 mod ops;
 mod otel;
+mod overload;
 mod protection;
 mod reflection;
 mod reset;
