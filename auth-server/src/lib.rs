@@ -16,6 +16,7 @@
 //! | | [`error`] | `AuthError` and its one mapping to `tonic::Status` |
 //! | | [`limits`] | which RPC is which class (the one table), per-class concurrency and deadlines, message size |
 //! | | [`observe`] | the per-request span and RPC metrics layer |
+//! | | [`accept`] | the accept loop: silent connections closed, connection cap, fd exhaustion back-off |
 //! | | [`tls`] | TLS and mutual TLS on the gRPC listener, certificate reload |
 //! | | [`telemetry`] | the tracing subscriber, OTLP export, trace context from callers |
 //! | domain | [`domain`] | one file per flow: signup, login, lockout, sessions (refresh reuse), credentials, mfa, admin |
@@ -35,6 +36,7 @@
 //! | | [`clock`] | time: now, unix milliseconds, protobuf timestamps |
 //! | storage | [`storage`] | sea-orm entities and repository functions (SQLite, PostgreSQL, MySQL/MariaDB): queries only |
 
+pub mod accept;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -45,6 +45,8 @@ pub struct LimitSettings {
     pub max_streams: usize,
     /// Concurrent HTTP/2 streams one connection may open (SETTINGS_MAX_CONCURRENT_STREAMS).
     pub streams_per_connection: u32,
+    /// Open connections at most (waiting for their first bytes or served).
+    pub max_connections: usize,
     /// HTTP/2 keepalive interval.
     pub keepalive: Duration,
 }

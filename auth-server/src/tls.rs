@@ -14,13 +14,15 @@ use std::{
 
 use rustls::{RootCertStore, ServerConfig, crypto::ring, server::WebPkiClientVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::net::TcpListener;
+
+use crate::accept;
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 /// How long a client may take to finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at most; beyond, new connections wait in the accept queue (a flood of
-/// slow handshakes cannot pile up tasks and memory).
+/// Handshakes computing at most (after the client's first bytes); beyond, connections wait for a
+/// turn (a flood of handshakes cannot take every core).
 const MAX_HANDSHAKES: usize = 256;
 
 /// Where the certificate, key and optional client CA live.
@@ -197,49 +199,36 @@ impl TlsConfig {
         }
     }
 
-    /// Accepts TCP connections and hands out those that complete a TLS handshake; failed
-    /// handshakes (plaintext clients, missing client certificates) are closed and logged.
+    /// Accepts TCP connections (see [`crate::accept`]) and hands out those that complete a TLS
+    /// handshake; failed handshakes (plaintext clients, missing client certificates) are closed
+    /// and logged at debug level.
     pub fn incoming(
         &self,
         listener: TcpListener,
-    ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream<tokio::net::TcpStream>>>
-    {
-        let (tx, rx) = mpsc::channel(64);
+        max_connections: usize,
+    ) -> tokio_stream::wrappers::ReceiverStream<
+        std::io::Result<accept::Counted<TlsStream<tokio::net::TcpStream>>>,
+    > {
         let tls = self.clone();
         let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-        tokio::spawn(async move {
-            loop {
-                let Ok(slot) = Arc::clone(&handshakes).acquire_owned().await else {
-                    return;
-                };
-                let (socket, peer) = tokio::select! {
-                    () = tx.closed() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            tracing::warn!(error.message = %error, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
-                let _ = socket.set_nodelay(true);
-                let acceptor = tls.acceptor();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(stream)).await;
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, error.message = %error, "TLS handshake refused")
-                        }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        accept::incoming(listener, max_connections, move |socket, peer| {
+            let acceptor = tls.acceptor();
+            let handshakes = Arc::clone(&handshakes);
+            async move {
+                // The client has spoken (a ClientHello is waiting): now the handshake's CPU.
+                let _slot = handshakes.acquire_owned().await.ok()?;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                    Ok(Ok(stream)) => Some(stream),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, error.message = %error, "TLS handshake refused");
+                        None
                     }
-                });
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        None
+                    }
+                }
             }
-        });
-        tokio_stream::wrappers::ReceiverStream::new(rx)
+        })
     }
 }

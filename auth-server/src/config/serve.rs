@@ -139,6 +139,9 @@ pub struct LimitArgs {
     /// Concurrent HTTP/2 streams one connection may open (SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(long, env = "AUTH_MAX_STREAMS_PER_CONNECTION", default_value_t = 100)]
     pub max_streams_per_connection: u32,
+    /// Open connections at most; beyond, new ones wait in the accept queue.
+    #[arg(long, env = "AUTH_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
 }
 
 impl LimitArgs {
@@ -153,10 +156,14 @@ impl LimitArgs {
                 Ok((n, Duration::from_millis(ms)))
             }
         };
-        if self.max_streams == 0 || self.keepalive_secs == 0 || self.max_streams_per_connection == 0
+        if self.max_streams == 0
+            || self.keepalive_secs == 0
+            || self.max_streams_per_connection == 0
+            || self.max_connections == 0
         {
             return Err(ConfigError(
-                "max streams, streams per connection and keepalive must be at least 1".into(),
+                "max streams, streams per connection, max connections and keepalive must be at least 1"
+                    .into(),
             ));
         }
         Ok(LimitSettings {
@@ -178,6 +185,7 @@ impl LimitArgs {
             other: (256, Duration::from_secs(10)),
             max_streams: self.max_streams,
             streams_per_connection: self.max_streams_per_connection,
+            max_connections: self.max_connections,
             keepalive: Duration::from_secs(self.keepalive_secs),
         })
     }

@@ -14,7 +14,6 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpListener,
 };
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{
     Server,
     server::{Connected, Router},
@@ -24,7 +23,7 @@ use tower_layer::{Identity, Stack};
 
 use self::background::{Background, HEALTH_SERVICES};
 use crate::{
-    clock,
+    accept, clock,
     config::Settings,
     domain::{AccountExtras, AccountSettings, Accounts, LockoutPolicy},
     events::{EventHub, FeedSettings},
@@ -180,6 +179,11 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupErro
 impl Application {
     /// Opens storage, loads keys, builds the domain, and binds the listeners.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        // Every connection, waiting or served, is a file descriptor: take what the system allows.
+        let fd_limit = accept::raise_fd_limit();
+        let mut settings = settings;
+        settings.limits.max_connections =
+            accept::connection_cap(settings.limits.max_connections, fd_limit);
         let store = open_store(&settings).await?;
         let keys = KeyManager::new(store.clone(), &settings.key_file, settings.access_token_ttl)?;
         keys.ensure_keys(&settings.data_dir).await?;
@@ -375,14 +379,17 @@ impl Application {
                 );
                 serve(
                     router,
-                    tls.incoming(listener),
+                    tls.incoming(listener, settings.limits.max_connections),
                     signal,
                     settings.shutdown_timeout,
                 )
                 .await
             }
             None => {
-                let incoming = TcpListenerStream::new(listener);
+                let incoming =
+                    accept::incoming(listener, settings.limits.max_connections, |socket, _| {
+                        std::future::ready(Some(socket))
+                    });
                 serve(router, incoming, signal, settings.shutdown_timeout).await
             }
         };
