@@ -164,6 +164,47 @@ pub fn classify(path: &str) -> RpcClass {
 struct ClassBudget {
     permits: Arc<Semaphore>,
     timeout: Option<Duration>,
+    refusals: LogThrottle,
+}
+
+/// Lets one log line through per 10 s and counts the ones it held back, so a flood of
+/// refusals costs a counter increment each, not a log line each.
+#[derive(Default)]
+struct LogThrottle {
+    /// Milliseconds since `EPOCH` of the last line, plus one (0: never).
+    last: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+static EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+impl LogThrottle {
+    const EVERY_MS: u64 = 10_000;
+
+    /// `Some(held back since the last line)` if this one may be logged.
+    fn should_log(&self) -> Option<u64> {
+        self.should_log_at(u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn should_log_at(&self, now_ms: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = now_ms.saturating_add(1);
+        let last = self.last.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < Self::EVERY_MS {
+            self.suppressed.fetch_add(1, Relaxed);
+            return None;
+        }
+        if self
+            .last
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_err()
+        {
+            self.suppressed.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Relaxed))
+    }
 }
 
 /// Layer producing [`ClassLimit`].
@@ -185,6 +226,7 @@ impl ClassLimitLayer {
         let budget = |(n, timeout): (usize, Duration)| ClassBudget {
             permits: Arc::new(Semaphore::new(n)),
             timeout: Some(timeout),
+            refusals: LogThrottle::default(),
         };
         Self {
             budgets: Arc::new([
@@ -194,11 +236,13 @@ impl ClassLimitLayer {
                 ClassBudget {
                     permits: Arc::new(Semaphore::new(limits.max_streams)),
                     timeout: None,
+                    refusals: LogThrottle::default(),
                 },
                 budget(limits.other),
                 ClassBudget {
                     permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
                     timeout: Some(limits.other.1),
+                    refusals: LogThrottle::default(),
                 },
                 budget(limits.other),
             ]),
@@ -360,7 +404,13 @@ where
     S: Service<Request<Body>, Response = Response<Body>>,
 {
     let Ok(permit) = Arc::clone(&budget.permits).try_acquire_owned() else {
-        tracing::warn!(?class, "concurrency limit reached; call refused");
+        if let Some(suppressed) = budget.refusals.should_log() {
+            tracing::warn!(
+                ?class,
+                refused_since_last_line = suppressed,
+                "concurrency limit reached; calls refused (logged at most every 10 s)"
+            );
+        }
         let status =
             Status::resource_exhausted("too many concurrent calls of this kind; retry shortly");
         return Ok(status.into_http());
@@ -398,6 +448,18 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusal_lines_are_throttled_and_count_what_they_held_back() {
+        let throttle = LogThrottle::default();
+        assert_eq!(throttle.should_log_at(0), Some(0));
+        for ms in 0..500 {
+            assert_eq!(throttle.should_log_at(ms * 10), None);
+        }
+        // Ten seconds after the first line, the next one reports the 500 held back.
+        assert_eq!(throttle.should_log_at(10_000), Some(500));
+        assert_eq!(throttle.should_log_at(10_001), None);
+    }
 
     #[test]
     fn paths_fall_into_classes() {

@@ -8,6 +8,7 @@ use crate::{every_backend, helpers::*};
 every_backend!(
     exactly_one_of_64_concurrent_refreshes_succeeds,
     hash_queue_overflow_is_resource_exhausted_and_validate_still_answers,
+    a_full_hash_pool_refuses_logins_before_any_database_work,
 );
 
 async fn exactly_one_of_64_concurrent_refreshes_succeeds(db: Db) {
@@ -125,4 +126,48 @@ async fn a_deadlock_victim_is_contention(db: Db) {
     drop(first);
     drop(second);
     store.close().await;
+}
+
+/// Login takes its place in the hash pool before any database work: with every place taken,
+/// logins are RESOURCE_EXHAUSTED without running a single SQL statement, and are served again
+/// once places free up.
+async fn a_full_hash_pool_refuses_logins_before_any_database_work(db: Db) {
+    let app = spawn_app_with(db, |s| {
+        s.hash_threads = 1;
+        s.hash_queue = 1;
+        s.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        // No background statements while we count (health pings, event polls, key reloads).
+        s.health_interval = std::time::Duration::from_secs(3600);
+        s.event_poll_interval = std::time::Duration::from_secs(3600);
+        s.key_refresh_interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    app.register("full@example.com", PASSWORD)
+        .await
+        .expect("register");
+    let metrics = app.metrics_addr.expect("metrics listener");
+    let statements = || async move {
+        let (_, text) = http_get(metrics, "/metrics").await;
+        text.lines()
+            .filter(|l| l.starts_with("auth_db_query_duration_seconds_count{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    // One thread + one waiting place: take both.
+    let places: Vec<_> = (0..2)
+        .map(|_| app.hash_pool.reserve().expect("a place"))
+        .collect();
+    assert!(app.hash_pool.reserve().is_err(), "the pool is full");
+    let before = statements().await;
+    for _ in 0..5 {
+        assert_code(
+            app.login("full@example.com", PASSWORD).await,
+            Code::ResourceExhausted,
+        );
+    }
+    assert_eq!(statements().await, before, "refused logins ran SQL");
+    drop(places);
+    app.login("full@example.com", PASSWORD)
+        .await
+        .expect("served once places are free");
 }
