@@ -56,15 +56,16 @@ pub struct PoolLabels {
     pub state: String,
 }
 
-/// Labels of database query latency.
+/// Labels of database query latency (static strings: recorded on every statement, so no
+/// allocation per statement).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
     /// `sqlite`, `postgres` or `mysql`.
-    pub backend: String,
+    pub backend: &'static str,
     /// `select`, `insert`, `update`, `delete` or `other`.
-    pub operation: String,
+    pub operation: &'static str,
     /// `ok` or `error`.
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 /// Labels of database pool waits.
@@ -276,9 +277,9 @@ impl Metrics {
                 failed,
             } => {
                 let labels = QueryLabels {
-                    backend: backend.to_owned(),
-                    operation: operation.to_owned(),
-                    outcome: if failed { "error" } else { "ok" }.to_owned(),
+                    backend,
+                    operation,
+                    outcome: if failed { "error" } else { "ok" },
                 };
                 inner
                     .db_queries

@@ -113,19 +113,24 @@ pub async fn create_mysql_database() -> String {
 
 /// Drops the MySQL database a URL names, from any context (see [`drop_postgres_database`]).
 pub fn drop_mysql_database(url: &str) {
-    let Some(name) = url.rsplit('/').next().map(str::to_owned) else {
-        return;
-    };
+    if let Some(name) = url.rsplit('/').next() {
+        admin_sql_blocking(
+            format!("{}/", mysql_admin_url()),
+            format!("DROP DATABASE IF EXISTS `{name}`"),
+        );
+    }
+}
+
+/// Runs one admin statement from any context: on a private runtime on a plain thread, since
+/// `Drop` may run outside a runtime. Failures are ignored (cleanup is best effort).
+fn admin_sql_blocking(admin_url: String, sql: String) {
     let _ = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .ok()?;
         rt.block_on(async {
-            let admin = Database::connect(format!("{}/", mysql_admin_url()))
-                .await
-                .ok()?;
-            let sql = format!("DROP DATABASE IF EXISTS `{name}`");
+            let admin = Database::connect(admin_url).await.ok()?;
             admin.execute_unprepared(&sql).await.ok();
             admin.close().await.ok()
         })
@@ -255,25 +260,14 @@ impl Drop for Server {
     }
 }
 
-/// Drops the database a URL names (`WITH (FORCE)`), from any context: it runs on a private
-/// runtime on a plain thread, since `Drop` may run outside a runtime.
+/// Drops the database a URL names (`WITH (FORCE)`), from any context.
 pub fn drop_postgres_database(url: &str) {
-    let Some(name) = url.rsplit('/').next().map(str::to_owned) else {
-        return;
-    };
-    let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(async {
-            let admin = Database::connect(admin_url()).await.ok()?;
-            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            admin.execute_unprepared(&sql).await.ok();
-            admin.close().await.ok()
-        })
-    })
-    .join();
+    if let Some(name) = url.rsplit('/').next() {
+        admin_sql_blocking(
+            admin_url(),
+            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        );
+    }
 }
 
 /// A throw-away PKI for TLS tests: a CA, a server certificate for `localhost` and

@@ -112,30 +112,26 @@ fn is_connection_error(error: &DbErr) -> bool {
 /// Result of storage calls.
 pub type StorageResult<T> = Result<T, StorageError>;
 
-/// The SQLSTATE of a statement's database error.
-fn sqlstate(error: &DbErr) -> Option<String> {
+/// The database's own error behind a failed statement, if the server answered one.
+fn statement_error(error: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseError + 'static)> {
     let (DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
     | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))) = error
     else {
         return None;
     };
-    Some(e.as_database_error()?.code()?.into_owned())
+    e.as_database_error()
+}
+
+/// The SQLSTATE of a statement's database error.
+fn sqlstate(error: &DbErr) -> Option<String> {
+    Some(statement_error(error)?.code()?.into_owned())
 }
 
 /// Deadlock victims, lock wait timeouts and serialization failures: PostgreSQL 40001/40P01,
 /// MySQL 1213 (deadlock, SQLSTATE 40001) and 1205 (lock wait timeout).
 fn is_contention(error: &DbErr) -> bool {
-    let (DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
-    | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))) = error
-    else {
-        return false;
-    };
-    let Some(db) = e.as_database_error() else {
-        return false;
-    };
-    db.code()
-        .is_some_and(|code| matches!(&*code, "40001" | "40P01"))
-        || db
-            .try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+    sqlstate(error).is_some_and(|code| matches!(&*code, "40001" | "40P01"))
+        || statement_error(error)
+            .and_then(|db| db.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>())
             .is_some_and(|my| matches!(my.number(), 1205 | 1213))
 }
