@@ -5,6 +5,14 @@
 //! 2. raw argon2id hashes/s on the hash pool's thread count (the ceiling for `Login`);
 //! 3. `Validate` and `Login` through gRPC from N concurrent callers: req/s, p50, p99;
 //! 4. `Login` floods against a locked email (refused without hashing) vs the raw hash rate;
+//! 5. overload: correct-password logins offered open-loop at 10x the rate measured in (3)
+//!    (requests sent on a schedule, whatever the answers): successful logins/s against the rate
+//!    without overload, and the refusal latency;
+//! 6. `Validate` p99 from a few callers alone and during that login storm.
+//!
+//! A closed loop of many callers that retry the instant they are refused (`--retry-storm`)
+//! offers far more than 10x: then the refusals themselves, and this process generating them on
+//! the same cores, are the load.
 //!
 //! and prints the ratios. Without `--target` it starts an in-process server with the production
 //! argon2 parameters on a fresh database: a temporary SQLite file, or with `--backend postgres` /
@@ -60,6 +68,21 @@ struct Args {
     /// Hash threads of the in-process server (default: cores).
     #[arg(long)]
     hash_threads: Option<usize>,
+    /// Niceness of the in-process server's hashing threads (default: the server's default).
+    #[arg(long)]
+    hash_nice: Option<i32>,
+    /// Callers of the Validate-during-a-login-storm measurement.
+    #[arg(long, default_value_t = 8)]
+    validate_callers: usize,
+    /// Validate calls per second of the open-loop Validate-during-a-storm measurement.
+    #[arg(long, default_value_t = 2000.0)]
+    validate_rate: f64,
+    /// Overload factor: login callers = factor x concurrency.
+    #[arg(long, default_value_t = 10)]
+    overload: usize,
+    /// Also measure a closed loop of overload x concurrency callers retrying at once.
+    #[arg(long)]
+    retry_storm: bool,
     /// Database of the in-process server: `sqlite`, `postgres` or `mysql`.
     #[arg(long, default_value = "sqlite")]
     backend: String,
@@ -95,6 +118,15 @@ struct Measured {
     p99: Duration,
     errors: u64,
     exhausted: u64,
+    /// Latency of the RESOURCE_EXHAUSTED answers: p50, p99.
+    refusal: (Duration, Duration),
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
 }
 
 /// `concurrency` callers repeat `call` for `duration`.
@@ -110,39 +142,83 @@ where
     for worker in 0..concurrency {
         let call = Arc::clone(&call);
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let (mut errors, mut exhausted) = (0u64, 0u64);
+            let (mut latencies, mut refusals) = (Vec::new(), Vec::new());
+            let mut errors = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
                 match call(worker).await {
                     Ok(()) => latencies.push(t.elapsed()),
-                    Err(s) if s.code() == Code::ResourceExhausted => exhausted += 1,
+                    Err(s) if s.code() == Code::ResourceExhausted => refusals.push(t.elapsed()),
                     Err(_) => errors += 1,
                 }
             }
-            (latencies, errors, exhausted)
+            (latencies, refusals, errors)
         }));
     }
-    let mut all = Vec::new();
-    let (mut errors, mut exhausted) = (0, 0);
+    let (mut all, mut refused) = (Vec::new(), Vec::new());
+    let mut errors = 0;
     for task in tasks {
-        let (l, e, x) = task.await.expect("worker");
+        let (l, r, e) = task.await.expect("worker");
         all.extend(l);
+        refused.extend(r);
         errors += e;
-        exhausted += x;
     }
     let elapsed = start.elapsed().as_secs_f64();
     all.sort();
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-    };
+    refused.sort();
     Measured {
         per_second: all.len() as f64 / elapsed,
-        p50: pick(0.50).unwrap_or_default(),
-        p99: pick(0.99).unwrap_or_default(),
+        p50: quantile(&all, 0.50),
+        p99: quantile(&all, 0.99),
         errors,
-        exhausted,
+        exhausted: refused.len() as u64,
+        refusal: (quantile(&refused, 0.50), quantile(&refused, 0.99)),
+    }
+}
+
+/// Sends `call` `rate` times per second for `duration` on a fixed schedule, without waiting
+/// for answers (an open loop: a slow server does not slow the senders down).
+async fn open_loop<F, Fut>(rate: f64, duration: Duration, call: F) -> Measured
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    let call = Arc::new(call);
+    let start = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1.0)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = tokio::task::JoinSet::new();
+    let mut n = 0usize;
+    while start.elapsed() < duration {
+        ticker.tick().await;
+        let call = Arc::clone(&call);
+        let t = Instant::now();
+        let future = call(n);
+        n += 1;
+        sent.spawn(async move { (future.await, t.elapsed(), start.elapsed()) });
+    }
+    let (mut ok, mut refused, mut errors) = (Vec::new(), Vec::new(), 0u64);
+    // Successes per second counts those that finished within the window.
+    let mut in_window = 0usize;
+    while let Some(done) = sent.join_next().await {
+        match done.expect("call") {
+            (Ok(()), t, finished) => {
+                ok.push(t);
+                in_window += usize::from(finished <= duration);
+            }
+            (Err(s), t, _) if s.code() == Code::ResourceExhausted => refused.push(t),
+            _ => errors += 1,
+        }
+    }
+    ok.sort();
+    refused.sort();
+    Measured {
+        per_second: in_window as f64 / duration.as_secs_f64(),
+        p50: quantile(&ok, 0.50),
+        p99: quantile(&ok, 0.99),
+        errors,
+        exhausted: refused.len() as u64,
+        refusal: (quantile(&refused, 0.50), quantile(&refused, 0.99)),
     }
 }
 
@@ -155,6 +231,14 @@ fn report(name: &str, m: &Measured) {
         m.errors,
         m.exhausted
     );
+    if m.exhausted > 0 {
+        println!(
+            "  {:<10} refusals: p50 {:>8.3} ms   p99 {:>8.3} ms",
+            "",
+            m.refusal.0.as_secs_f64() * 1e3,
+            m.refusal.1.as_secs_f64() * 1e3
+        );
+    }
 }
 
 #[tokio::main]
@@ -189,6 +273,9 @@ async fn main() -> anyhow::Result<()> {
             settings.hashing = hashing;
             settings.hash_threads = hash_threads;
             settings.hash_queue = args.concurrency * 2;
+            if let Some(nice) = args.hash_nice {
+                settings.hash_nice = nice;
+            }
             // One load generator on 127.0.0.1 would hit the per-address limit at once.
             settings.protection.rate_limit = None;
             // The locked email must stay locked through every round.
@@ -264,6 +351,50 @@ async fn main() -> anyhow::Result<()> {
         .into_inner()
         .access_token;
     let clients: Arc<Vec<_>> = Arc::new((0..args.concurrency).map(client).collect());
+    let storm_callers = args.concurrency * args.overload.max(1);
+    let storm_clients: Arc<Vec<_>> = Arc::new((0..storm_callers).map(client).collect());
+    // Correct-password logins from `n` callers, each calling again as soon as it has an answer.
+    let logins = |clients: Arc<Vec<AuthServiceClient<Channel>>>, n: usize| {
+        let (email, password) = (email.clone(), password.clone());
+        measure(n, duration, move |w| {
+            let mut c = clients[w].clone();
+            let req = pb::LoginRequest {
+                email: email.clone(),
+                password: password.clone(),
+            };
+            async move { c.login(req).await.map(|_| ()) }
+        })
+    };
+    let offered_logins = |rate: f64| {
+        let clients = Arc::clone(&storm_clients);
+        let (email, password) = (email.clone(), password.clone());
+        open_loop(rate, duration, move |n| {
+            let mut c = clients[n % clients.len()].clone();
+            let req = pb::LoginRequest {
+                email: email.clone(),
+                password: password.clone(),
+            };
+            async move { c.login(req).await.map(|_| ()) }
+        })
+    };
+    let offered_validates = |rate: f64| {
+        let clients = Arc::clone(&clients);
+        let token = token.clone();
+        open_loop(rate, duration, move |n| {
+            let mut c = clients[n % clients.len()].clone();
+            let token = token.clone();
+            async move { c.validate(pb::ValidateRequest { token }).await.map(|_| ()) }
+        })
+    };
+    let validates = |n: usize| {
+        let clients = Arc::clone(&clients);
+        let token = token.clone();
+        measure(n, duration, move |w| {
+            let mut c = clients[w % clients.len()].clone();
+            let token = token.clone();
+            async move { c.validate(pb::ValidateRequest { token }).await.map(|_| ()) }
+        })
+    };
     // An email locked by five wrong passwords.
     let locked_email = format!("locked-{}@example.com", uuid::Uuid::new_v4().simple());
     for _ in 0..5 {
@@ -278,6 +409,9 @@ async fn main() -> anyhow::Result<()> {
     // Rounds alternate baseline and measurement so drift on a noisy machine hits both.
     let (mut verify_ratios, mut login_ratios, mut locked_ratios) =
         (Vec::new(), Vec::new(), Vec::new());
+    let (mut overload_ratios, mut refusal_p99s, mut storm_ratios, mut storm_p99s) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut paced_ratios, mut paced_p99s, mut storm_logins) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         println!("round {round}");
         let verify_base = raw_verify();
@@ -298,19 +432,7 @@ async fn main() -> anyhow::Result<()> {
         report("Validate", &validate);
         let hash_base = raw_hash();
         println!("  raw argon2id hash on {hash_threads} threads: {hash_base:>10.1} /s");
-        let login = {
-            let clients = Arc::clone(&clients);
-            let (email, password) = (email.clone(), password.clone());
-            measure(args.concurrency, duration, move |w| {
-                let mut c = clients[w].clone();
-                let req = pb::LoginRequest {
-                    email: email.clone(),
-                    password: password.clone(),
-                };
-                async move { c.login(req).await.map(|_| ()) }
-            })
-            .await
-        };
+        let login = logins(Arc::clone(&clients), args.concurrency).await;
         report("Login", &login);
         let hashes_before = hash_pool.as_ref().map(|p| p.computed());
         let locked = {
@@ -339,6 +461,38 @@ async fn main() -> anyhow::Result<()> {
                 pool.computed() - before
             );
         }
+        let offered = login.per_second * args.overload as f64;
+        let overloaded = offered_logins(offered).await;
+        report(&format!("Login {offered:.0}/s"), &overloaded);
+        let alone = validates(args.validate_callers).await;
+        report("Val. alone", &alone);
+        let (during, storm) =
+            tokio::join!(validates(args.validate_callers), offered_logins(offered));
+        report("Val. storm", &during);
+        report("  (storm)", &storm);
+        let paced_alone = offered_validates(args.validate_rate).await;
+        report(&format!("Val. {:.0}/s", args.validate_rate), &paced_alone);
+        let (paced_during, _) = tokio::join!(
+            offered_validates(args.validate_rate),
+            offered_logins(offered)
+        );
+        report("  + storm", &paced_during);
+        paced_ratios.push(paced_during.p99.as_secs_f64() / paced_alone.p99.as_secs_f64());
+        paced_p99s.push(paced_during.p99.as_secs_f64() * 1e3);
+        storm_logins.push(storm.per_second / login.per_second);
+        if args.retry_storm {
+            let closed = logins(Arc::clone(&storm_clients), storm_callers).await;
+            report(&format!("Login {storm_callers}c"), &closed);
+            let (during, _) = tokio::join!(
+                validates(args.validate_callers),
+                logins(Arc::clone(&storm_clients), storm_callers)
+            );
+            report("Val.+retry", &during);
+        }
+        overload_ratios.push(overloaded.per_second / login.per_second);
+        refusal_p99s.push(overloaded.refusal.1.as_secs_f64() * 1e3);
+        storm_ratios.push(during.p99.as_secs_f64() / alone.p99.as_secs_f64());
+        storm_p99s.push(during.p99.as_secs_f64() * 1e3);
         verify_ratios.push(validate.per_second / verify_base);
         login_ratios.push(login.per_second / hash_base);
         locked_ratios.push(locked.per_second / hash_base);
@@ -356,6 +510,25 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "locked-email Login / raw hash = {:.0}x (attempts on a locked email cost no hash)",
         median(&mut locked_ratios)
+    );
+    println!(
+        "overload (logins offered at {}x the rate above, open loop): successful logins = {:.0} % of the rate without overload; refusal p99 = {:.2} ms",
+        args.overload,
+        100.0 * median(&mut overload_ratios),
+        median(&mut refusal_p99s)
+    );
+    println!(
+        "Validate p99 during the login storm = {:.2} ms = {:.1}x its p99 alone ({} callers)",
+        median(&mut storm_p99s),
+        median(&mut storm_ratios),
+        args.validate_callers
+    );
+    println!(
+        "Validate p99 at {:.0}/s during the login storm = {:.2} ms = {:.1}x its p99 alone; logins during the closed-loop Validate storm = {:.0} % of the rate without overload",
+        args.validate_rate,
+        median(&mut paced_p99s),
+        median(&mut paced_ratios),
+        100.0 * median(&mut storm_logins)
     );
     if let Some(url) = database_url {
         testkit::drop_database(&url);

@@ -17,7 +17,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tokio::{
@@ -27,12 +27,12 @@ use tokio::{
 };
 use tonic::transport::server::Connected;
 
+use crate::log_limit::LogThrottle;
+
 /// How long a new connection may stay silent before it is closed.
 pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the accept loop pauses when the process has no file descriptor left.
 const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
-/// Repeated accept failures are logged at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Raises the soft open-files limit to the hard limit; returns the new soft limit.
 pub fn raise_fd_limit() -> Option<u64> {
@@ -121,30 +121,17 @@ impl<IO: Connected> Connected for Counted<IO> {
     }
 }
 
-/// Counts accept failures between log lines.
-struct FailureLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl FailureLog {
-    fn record(&mut self, error: &std::io::Error, fd_exhausted: bool) {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
-            self.suppressed += 1;
-            return;
-        }
-        if fd_exhausted {
-            tracing::warn!(
-                error.message = %error,
-                repeated = self.suppressed,
-                "out of file descriptors: not accepting for 100 ms at a time (raise the open-files limit or --max-connections lower)"
-            );
-        } else {
-            tracing::warn!(error.message = %error, repeated = self.suppressed, "accept failed");
-        }
-        self.last = Some(now);
-        self.suppressed = 0;
+/// Logs an accept failure, at most one line per 10 s (the rest are counted).
+fn log_failure(throttle: &LogThrottle, error: &std::io::Error, fd_exhausted: bool) {
+    if fd_exhausted {
+        crate::throttled!(
+            throttle,
+            warn,
+            error.message = %error,
+            "out of file descriptors: not accepting for 100 ms at a time (raise the open-files limit or --max-connections lower)"
+        );
+    } else {
+        crate::throttled!(throttle, warn, error.message = %error, "accept failed");
     }
 }
 
@@ -176,10 +163,7 @@ where
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let prepare = Arc::new(prepare);
     tokio::spawn(async move {
-        let mut failures = FailureLog {
-            last: None,
-            suppressed: 0,
-        };
+        let failures = LogThrottle::new();
         loop {
             let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
                 return;
@@ -190,7 +174,7 @@ where
                     Ok(accepted) => accepted,
                     Err(error) => {
                         let exhausted = is_fd_exhaustion(&error);
-                        failures.record(&error, exhausted);
+                        log_failure(&failures, &error, exhausted);
                         let pause = if exhausted { EMFILE_BACKOFF } else { Duration::from_millis(5) };
                         tokio::time::sleep(pause).await;
                         continue;

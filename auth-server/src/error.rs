@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{events::StreamEnd, passwords::HashError, storage::StorageError, tokens::TokenError};
+use crate::{
+    events::StreamEnd, log_limit::LogThrottle, passwords::HashError, storage::StorageError,
+    tokens::TokenError,
+};
 
 /// The `google.rpc.ErrorInfo` domain of every reason this service sends.
 pub const ERROR_DOMAIN: &str = "auth.v1";
@@ -103,11 +106,20 @@ pub enum AuthError {
 impl From<HashError> for AuthError {
     fn from(error: HashError) -> Self {
         match error {
-            HashError::QueueFull => AuthError::Overloaded,
+            HashError::QueueFull | HashError::QueueTimeout => AuthError::Overloaded,
             other => AuthError::Hashing(other),
         }
     }
 }
+
+// Errors that repeat while something is down: one line per 10 s each (see `log_limit`); the
+// calls are counted by status code in the RPC metrics.
+static MFA_ERRORS: LogThrottle = LogThrottle::new();
+static STREAM_ERRORS: LogThrottle = LogThrottle::new();
+static DB_UNAVAILABLE: LogThrottle = LogThrottle::new();
+static CONTENTION: LogThrottle = LogThrottle::new();
+static STORAGE_ERRORS: LogThrottle = LogThrottle::new();
+static HASH_ERRORS: LogThrottle = LogThrottle::new();
 
 fn with_reason(code: Code, message: &str, reason: &str) -> Status {
     Status::with_error_details(
@@ -207,7 +219,7 @@ impl From<AuthError> for Status {
                 "MFA_CODE_INVALID",
             ),
             AuthError::Mfa(source) => {
-                tracing::error!(error.message = %source, error.cause_chain = ?source, "mfa error");
+                crate::throttled!(MFA_ERRORS, error, error.message = %source, error.cause_chain = ?source, "mfa error");
                 Status::internal("internal error")
             }
             AuthError::CursorBeyondHead { head } => Status::with_error_details(
@@ -223,26 +235,26 @@ impl From<AuthError> for Status {
                 "server shutting down; reconnect and resume from your last sequence",
             ),
             AuthError::StreamEnded(StreamEnd::Storage(source)) => {
-                tracing::error!(error.message = %source, error.cause_chain = ?source, "event stream storage error");
+                crate::throttled!(STREAM_ERRORS, error, error.message = %source, error.cause_chain = ?source, "event stream storage error");
                 Status::unavailable("event storage unavailable; resume from your last sequence")
             }
             AuthError::Storage(StorageError::Unavailable(source)) => {
-                tracing::error!(error.message = %source, error.cause_chain = ?source, "database unavailable");
+                crate::throttled!(DB_UNAVAILABLE, error, error.message = %source, error.cause_chain = ?source, "database unavailable (calls answer UNAVAILABLE; logged at most every 10 s)");
                 Status::unavailable("database unavailable")
             }
             AuthError::Storage(StorageError::InvalidText(_)) => {
                 Status::invalid_argument("text contains characters that cannot be stored (NUL)")
             }
             AuthError::Storage(StorageError::Contention(source)) => {
-                tracing::warn!(error.message = %source, "transaction aborted by a concurrent one");
+                crate::throttled!(CONTENTION, warn, error.message = %source, "transaction aborted by a concurrent one (logged at most every 10 s)");
                 Status::aborted("concurrent change aborted this one; retry the call")
             }
             AuthError::Storage(other) => {
-                tracing::error!(error.message = %other, error.cause_chain = ?other, "storage error");
+                crate::throttled!(STORAGE_ERRORS, error, error.message = %other, error.cause_chain = ?other, "storage error (logged at most every 10 s)");
                 Status::internal("internal error")
             }
             AuthError::Hashing(source) => {
-                tracing::error!(error.message = %source, error.cause_chain = ?source, "hashing error");
+                crate::throttled!(HASH_ERRORS, error, error.message = %source, error.cause_chain = ?source, "hashing error");
                 Status::internal("internal error")
             }
         }

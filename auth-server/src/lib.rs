@@ -30,6 +30,7 @@
 //! | | [`mfa`] | TOTP secrets (encrypted at rest), code checks, recovery codes |
 //! | | [`mail`] | reset mails over SMTP |
 //! | | [`metrics`] | Prometheus metrics and the `/metrics` `/livez` `/readyz` listener |
+//! | | [`log_limit`] | rate-limited warnings and errors: one line per 10 s per kind, the rest counted |
 //! | | [`secrets`] | opaque bearer secrets (refresh, reset, MFA tokens), their hashes, URL redaction |
 //! | | [`keyfile`] | secret files in the data dir |
 //! | | [`sealing`] | encryption at rest (TOTP secrets, signing keys) under a key file |
@@ -47,6 +48,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod keyset;
 pub mod limits;
+pub mod log_limit;
 pub mod mail;
 pub mod metrics;
 pub mod mfa;

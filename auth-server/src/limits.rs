@@ -30,6 +30,8 @@ use tonic::{
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::log_limit::LogThrottle;
+
 /// Validated limits.
 #[derive(Debug, Clone, Copy)]
 pub struct LimitSettings {
@@ -165,46 +167,7 @@ struct ClassBudget {
     permits: Arc<Semaphore>,
     timeout: Option<Duration>,
     refusals: LogThrottle,
-}
-
-/// Lets one log line through per 10 s and counts the ones it held back, so a flood of
-/// refusals costs a counter increment each, not a log line each.
-#[derive(Default)]
-struct LogThrottle {
-    /// Milliseconds since `EPOCH` of the last line, plus one (0: never).
-    last: std::sync::atomic::AtomicU64,
-    suppressed: std::sync::atomic::AtomicU64,
-}
-
-static EPOCH: std::sync::LazyLock<std::time::Instant> =
-    std::sync::LazyLock::new(std::time::Instant::now);
-
-impl LogThrottle {
-    const EVERY_MS: u64 = 10_000;
-
-    /// `Some(held back since the last line)` if this one may be logged.
-    fn should_log(&self) -> Option<u64> {
-        self.should_log_at(u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX))
-    }
-
-    fn should_log_at(&self, now_ms: u64) -> Option<u64> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let now = now_ms.saturating_add(1);
-        let last = self.last.load(Relaxed);
-        if last != 0 && now.saturating_sub(last) < Self::EVERY_MS {
-            self.suppressed.fetch_add(1, Relaxed);
-            return None;
-        }
-        if self
-            .last
-            .compare_exchange(last, now, Relaxed, Relaxed)
-            .is_err()
-        {
-            self.suppressed.fetch_add(1, Relaxed);
-            return None;
-        }
-        Some(self.suppressed.swap(0, Relaxed))
-    }
+    overruns: LogThrottle,
 }
 
 /// Layer producing [`ClassLimit`].
@@ -226,7 +189,8 @@ impl ClassLimitLayer {
         let budget = |(n, timeout): (usize, Duration)| ClassBudget {
             permits: Arc::new(Semaphore::new(n)),
             timeout: Some(timeout),
-            refusals: LogThrottle::default(),
+            refusals: LogThrottle::new(),
+            overruns: LogThrottle::new(),
         };
         Self {
             budgets: Arc::new([
@@ -236,13 +200,15 @@ impl ClassLimitLayer {
                 ClassBudget {
                     permits: Arc::new(Semaphore::new(limits.max_streams)),
                     timeout: None,
-                    refusals: LogThrottle::default(),
+                    refusals: LogThrottle::new(),
+                    overruns: LogThrottle::new(),
                 },
                 budget(limits.other),
                 ClassBudget {
                     permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
                     timeout: Some(limits.other.1),
-                    refusals: LogThrottle::default(),
+                    refusals: LogThrottle::new(),
+                    overruns: LogThrottle::new(),
                 },
                 budget(limits.other),
             ]),
@@ -404,13 +370,12 @@ where
     S: Service<Request<Body>, Response = Response<Body>>,
 {
     let Ok(permit) = Arc::clone(&budget.permits).try_acquire_owned() else {
-        if let Some(suppressed) = budget.refusals.should_log() {
-            tracing::warn!(
-                ?class,
-                refused_since_last_line = suppressed,
-                "concurrency limit reached; calls refused (logged at most every 10 s)"
-            );
-        }
+        crate::throttled!(
+            budget.refusals,
+            warn,
+            ?class,
+            "concurrency limit reached; calls refused (logged at most every 10 s)"
+        );
         let status =
             Status::resource_exhausted("too many concurrent calls of this kind; retry shortly");
         return Ok(status.into_http());
@@ -420,10 +385,12 @@ where
         Some(limit) => match tokio::time::timeout(limit, future).await {
             Ok(response) => response,
             Err(_) => {
-                tracing::warn!(
+                crate::throttled!(
+                    budget.overruns,
+                    warn,
                     ?class,
                     limit_ms = limit.as_millis() as u64,
-                    "call deadline exceeded"
+                    "call deadline exceeded (logged at most every 10 s)"
                 );
                 return Ok(Status::deadline_exceeded(
                     "the call took longer than this server allows",
@@ -448,18 +415,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refusal_lines_are_throttled_and_count_what_they_held_back() {
-        let throttle = LogThrottle::default();
-        assert_eq!(throttle.should_log_at(0), Some(0));
-        for ms in 0..500 {
-            assert_eq!(throttle.should_log_at(ms * 10), None);
-        }
-        // Ten seconds after the first line, the next one reports the 500 held back.
-        assert_eq!(throttle.should_log_at(10_000), Some(500));
-        assert_eq!(throttle.should_log_at(10_001), None);
-    }
 
     #[test]
     fn paths_fall_into_classes() {

@@ -94,6 +94,7 @@ struct Inner {
     lockouts: Counter,
     hash_wait: Histogram,
     hash_queue: Gauge,
+    log_suppressed: Counter,
     revoked_sessions: Gauge,
     event_head: Gauge,
     event_subscribers: Gauge,
@@ -128,6 +129,7 @@ impl Metrics {
         let lockouts = Counter::default();
         let hash_wait = latency_histogram();
         let hash_queue = Gauge::default();
+        let log_suppressed = Counter::default();
         let revoked_sessions = Gauge::default();
         let event_head = Gauge::default();
         let event_subscribers = Gauge::default();
@@ -203,6 +205,11 @@ impl Metrics {
             event_lag.clone(),
         );
         registry.register(
+            "log_lines_suppressed",
+            "Repeated warning and error lines held back by the one-line-per-10-s log limit",
+            log_suppressed.clone(),
+        );
+        registry.register(
             "db_connections",
             "Database pool connections by state",
             db_connections.clone(),
@@ -216,6 +223,7 @@ impl Metrics {
                 lockouts,
                 hash_wait,
                 hash_queue,
+                log_suppressed,
                 revoked_sessions,
                 event_head,
                 event_subscribers,
@@ -331,6 +339,11 @@ impl Metrics {
             .set(i64::from(idle));
         let mut out = String::new();
         let registry = inner.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Under the registry lock, so two renders do not both add the same lines.
+        let suppressed = crate::log_limit::suppressed_total();
+        inner
+            .log_suppressed
+            .inc_by(suppressed.saturating_sub(inner.log_suppressed.get()));
         // Encoding into a String cannot fail.
         let _ = encode(&mut out, &registry);
         out

@@ -47,6 +47,14 @@ pub struct ServeArgs {
     /// Password hashing requests that may wait for a thread; beyond it calls get RESOURCE_EXHAUSTED.
     #[arg(long, env = "AUTH_HASH_QUEUE", default_value_t = 64)]
     pub hash_queue: usize,
+    /// Longest (ms) a password call waits for a hashing thread before it is refused
+    /// RESOURCE_EXHAUSTED without hashing (must be under the password call deadline).
+    #[arg(long, env = "AUTH_HASH_QUEUE_MAX_WAIT_MS", default_value_t = crate::passwords::DEFAULT_MAX_WAIT_MS)]
+    pub hash_queue_max_wait_ms: u64,
+    /// How much lower than the request threads the hashing threads run (Linux nice, 0-19):
+    /// with both wanting a core, Validate and refusals go first.
+    #[arg(long, env = "AUTH_HASH_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub hash_nice: i32,
     /// Maximum database connections.
     #[arg(long, env = "AUTH_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -214,6 +222,10 @@ pub struct Settings {
     pub hash_threads: usize,
     /// Hash pool wait queue.
     pub hash_queue: usize,
+    /// Longest wait for a hashing thread.
+    pub hash_queue_max_wait: Duration,
+    /// Niceness of the hashing threads relative to the process.
+    pub hash_nice: i32,
     /// Database pool.
     pub db_pool: PoolSettings,
     /// Password hashing parameters.
@@ -252,6 +264,8 @@ impl fmt::Debug for Settings {
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("hash_threads", &self.hash_threads)
             .field("hash_queue", &self.hash_queue)
+            .field("hash_queue_max_wait", &self.hash_queue_max_wait)
+            .field("hash_nice", &self.hash_nice)
             .field("hashing", &self.hashing)
             .field("protection", &self.protection)
             .finish_non_exhaustive()
@@ -277,6 +291,14 @@ impl ServeArgs {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if hash_threads == 0 {
             return Err(ConfigError("hash threads must be at least 1".into()));
+        }
+        if self.hash_queue_max_wait_ms == 0
+            || self.hash_queue_max_wait_ms >= self.limits.password_rpc_timeout_ms
+        {
+            return Err(ConfigError(format!(
+                "hash queue max wait must be 1 ms to just under the password call deadline ({} ms)",
+                self.limits.password_rpc_timeout_ms
+            )));
         }
         if self.db_max_connections == 0 {
             return Err(ConfigError(
@@ -312,6 +334,8 @@ impl ServeArgs {
             refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
             hash_threads,
             hash_queue: self.hash_queue,
+            hash_queue_max_wait: Duration::from_millis(self.hash_queue_max_wait_ms),
+            hash_nice: self.hash_nice,
             db_pool: PoolSettings {
                 max_connections: self.db_max_connections,
                 min_connections: self.db_min_connections,
@@ -380,106 +404,5 @@ impl Settings {
 }
 
 #[cfg(test)]
-mod tests {
-    use clap::Parser as _;
-
-    use super::*;
-
-    #[test]
-    fn debug_output_hides_the_database_password() {
-        let settings = Settings::for_data_dir(
-            "/d".into(),
-            Some("postgres://auth:s3cr3t@db:5432/auth".into()),
-        );
-        let printed = format!("{settings:?}");
-        assert!(
-            !printed.contains("s3cr3t")
-                && printed.contains("postgres://auth:[redacted]@db:5432/auth")
-        );
-        assert_eq!(
-            redact_url("sqlite://./auth-data/auth.db?mode=rwc"),
-            "sqlite://./auth-data/auth.db?mode=rwc"
-        );
-    }
-
-    #[test]
-    fn allow_registration_works_as_a_bare_flag_or_with_a_value() {
-        for (args, want) in [
-            (&["auth-server", "serve"][..], false),
-            (&["auth-server", "serve", "--allow-registration"][..], true),
-            (
-                &["auth-server", "serve", "--allow-registration", "false"][..],
-                false,
-            ),
-            (
-                &["auth-server", "serve", "--allow-registration=true"][..],
-                true,
-            ),
-        ] {
-            let cli = Cli::try_parse_from(args).expect("parses");
-            let Command::Serve(serve) = cli.command else {
-                panic!("serve")
-            };
-            assert_eq!(serve.allow_registration, want, "{args:?}");
-        }
-        assert!(Cli::try_parse_from(["auth-server", "serve", "--listen", "nonsense"]).is_err());
-    }
-
-    fn serve_settings(args: &[&str]) -> Result<Settings, ConfigError> {
-        let mut all = vec!["auth-server", "serve"];
-        all.extend_from_slice(args);
-        let cli = Cli::try_parse_from(all).expect("parses");
-        let Command::Serve(serve) = cli.command else {
-            panic!("serve")
-        };
-        serve.settings()
-    }
-
-    #[test]
-    fn pool_flags_reach_the_pool_settings_and_zero_means_never() {
-        let settings = serve_settings(&[
-            "--db-max-connections",
-            "40",
-            "--db-min-connections",
-            "4",
-            "--db-acquire-timeout-ms",
-            "250",
-            "--db-idle-timeout-secs",
-            "0",
-            "--db-max-lifetime-secs",
-            "300",
-        ])
-        .expect("valid");
-        assert_eq!(
-            settings.db_pool,
-            PoolSettings {
-                max_connections: 40,
-                min_connections: 4,
-                acquire_timeout: Duration::from_millis(250),
-                idle_timeout: None,
-                max_lifetime: Some(Duration::from_secs(300)),
-            }
-        );
-        let defaults = serve_settings(&[]).expect("valid");
-        assert_eq!(defaults.db_pool, PoolSettings::default());
-        let error = serve_settings(&["--db-max-connections", "2", "--db-min-connections", "3"])
-            .expect_err("min over max");
-        assert!(error.0.contains("min connections"), "{}", error.0);
-        assert!(serve_settings(&["--db-acquire-timeout-ms", "0"]).is_err());
-    }
-
-    #[test]
-    fn the_event_poll_defaults_to_100_ms_on_mysql_and_1_s_elsewhere() {
-        let poll = |url: &str| {
-            serve_settings(&["--database-url", url])
-                .expect("valid")
-                .event_poll_interval
-        };
-        assert_eq!(poll("mysql://root@db/auth"), Duration::from_millis(100));
-        assert_eq!(poll("postgres://db/auth"), Duration::from_secs(1));
-        assert_eq!(poll("sqlite://x.db?mode=rwc"), Duration::from_secs(1));
-        let explicit = serve_settings(&["--database-url", "mysql://db/a", "--event-poll-ms", "40"])
-            .expect("valid");
-        assert_eq!(explicit.event_poll_interval, Duration::from_millis(40));
-    }
-}
+#[path = "serve_tests.rs"]
+mod tests;

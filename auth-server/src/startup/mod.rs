@@ -192,14 +192,16 @@ impl Application {
             settings.issuer.clone(),
             settings.access_token_ttl,
         ));
-        let hasher = HashPool::new(
+        let hasher = HashPool::with_nice(
             &settings.hashing,
             settings.hash_threads,
             settings.hash_queue,
+            settings.hash_nice,
         )?;
         let tls = settings.tls.clone().map(TlsConfig::new).transpose()?;
         let metrics = Metrics::new();
         hasher.record_waits(metrics.hash_wait());
+        hasher.limit_wait(settings.hash_queue_max_wait);
         metrics.observe_store(&store, settings.db_pool.max_connections);
         let core = Core {
             store,
