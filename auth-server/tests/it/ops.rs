@@ -112,6 +112,7 @@ async fn metrics_count_rpcs_by_method_and_code_and_logins_by_outcome(db: Db) {
         "auth_event_subscribers",
         "auth_event_subscriber_lag",
         r#"auth_db_connections{state="idle"}"#,
+        "auth_log_lines_suppressed_total",
     ] {
         assert!(sample(&text, gauge).is_some(), "{gauge} missing: {text}");
     }
