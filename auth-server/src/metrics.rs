@@ -92,6 +92,7 @@ struct Inner {
     rpc_duration: Family<RpcLabels, Histogram, fn() -> Histogram>,
     logins: Family<OutcomeLabels, Counter>,
     lockouts: Counter,
+    rehashes: Counter,
     hash_wait: Histogram,
     hash_queue: Gauge,
     log_suppressed: Counter,
@@ -127,6 +128,7 @@ impl Metrics {
         );
         let logins = Family::<OutcomeLabels, Counter>::default();
         let lockouts = Counter::default();
+        let rehashes = Counter::default();
         let hash_wait = latency_histogram();
         let hash_queue = Gauge::default();
         let log_suppressed = Counter::default();
@@ -175,6 +177,11 @@ impl Metrics {
             lockouts.clone(),
         );
         registry.register(
+            "password_rehashes",
+            "Stored hashes replaced at login by an argon2id hash with the current parameters",
+            rehashes.clone(),
+        );
+        registry.register(
             "hash_wait_seconds",
             "Time password hashing jobs waited for a hashing thread",
             hash_wait.clone(),
@@ -221,6 +228,7 @@ impl Metrics {
                 rpc_duration,
                 logins,
                 lockouts,
+                rehashes,
                 hash_wait,
                 hash_queue,
                 log_suppressed,
@@ -257,6 +265,11 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a stored hash replaced with one of the current parameters.
+    pub fn rehash(&self) {
+        self.inner.rehashes.inc();
     }
 
     /// Counts a lockout.

@@ -64,6 +64,11 @@ impl Accounts {
         }
         let lookup_id = subject.unwrap_or(NO_USER_ID);
         let hash = storage::users::find_password_hash(conn, lookup_id).await?;
+        // A hash made with other parameters is replaced once the password is known to match.
+        let stale = hash
+            .as_ref()
+            .filter(|h| !d.hasher.is_current(h))
+            .map(|h| (h.clone(), password.clone()));
         let matched = ticket.verify(password, hash).await?;
         let user = match user {
             Some(user) if matched && !user.disabled => user,
@@ -88,20 +93,62 @@ impl Accounts {
                 return Err(AuthError::InvalidCredentials);
             }
         };
+        let rehashed = match stale {
+            Some((old, password)) => self.rehash(old, password).await,
+            None => None,
+        };
         if storage::mfa::find_totp(conn, &user.id)
             .await?
             .is_some_and(|t| t.confirmed)
         {
+            if let Some((old, new)) = rehashed {
+                self.store_rehash(conn, &user.id, &old, new).await?;
+            }
             d.metrics.login("mfa_required");
             return self.start_mfa_challenge(user, &email, client).await;
         }
         let change = d.begin().await?;
+        if let Some((old, new)) = rehashed {
+            self.store_rehash(change.db(), &user.id, &old, new).await?;
+        }
         let tokens = self
             .start_session(change, user, &email, client, json!({ "mfa": false }))
             .await?;
         d.metrics.login("success");
         tracing::info!(user_id = %tokens.user.id, session_id = %tokens.session_id, jti = %tokens.access.token_id, "login ok");
         Ok(LoginOutcome::Session(tokens))
+    }
+
+    /// A new argon2id hash of `password` with the current parameters, to replace `old`; `None`
+    /// when the pool has no place now (the next login tries again) or hashing failed.
+    async fn rehash(
+        &self,
+        old: storage::PasswordHash,
+        password: Password,
+    ) -> Option<(storage::PasswordHash, storage::PasswordHash)> {
+        let ticket = self.d.hasher.reserve().ok()?;
+        match ticket.hash(password).await {
+            Ok(new) => Some((old, new)),
+            Err(error) => {
+                tracing::warn!(error.message = %error, "re-hash at login failed; the old hash stays");
+                None
+            }
+        }
+    }
+
+    /// Stores a re-hash (if the stored hash is still `old`) and counts it.
+    async fn store_rehash(
+        &self,
+        conn: &impl sea_orm::ConnectionTrait,
+        user_id: &str,
+        old: &storage::PasswordHash,
+        new: storage::PasswordHash,
+    ) -> Result<(), AuthError> {
+        if storage::users::replace_hash(conn, user_id, old, new).await? {
+            self.d.metrics.rehash();
+            tracing::info!(user_id, "password re-hashed with the current parameters");
+        }
+        Ok(())
     }
 
     async fn start_mfa_challenge(

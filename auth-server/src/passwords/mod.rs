@@ -135,6 +135,27 @@ pub(crate) fn hash_with(
     Ok(PasswordHash(phc.to_string()))
 }
 
+/// Whether `hash` is argon2id, version 0x13, with exactly `argon2`'s parameters and the
+/// default output length: anything else (older parameters, argon2i/argon2d, a malformed string)
+/// is worth re-hashing at the next successful login.
+pub(crate) fn is_current_with(argon2: &Argon2<'_>, hash: &PasswordHash) -> bool {
+    let Ok(phc) = PhcHash::new(&hash.0) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&phc) else {
+        return false;
+    };
+    let current = argon2.params();
+    phc.algorithm == Algorithm::Argon2id.ident()
+        && phc.version == Some(Version::V0x13.into())
+        && params.m_cost() == current.m_cost()
+        && params.t_cost() == current.t_cost()
+        && params.p_cost() == current.p_cost()
+        && phc
+            .hash
+            .is_some_and(|h| h.len() == Params::DEFAULT_OUTPUT_LEN)
+}
+
 /// Recomputes the hash with the parameters, salt and length stored in `hash` and compares in
 /// constant time.
 pub(crate) fn verify_with(

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::{
     HashError, HashingSettings, Memory, Password, PasswordHash, argon2_error, hash_with,
-    verify_with,
+    is_current_with, verify_with,
 };
 
 /// Default bound on a job's wait for a thread (`--hash-queue-max-wait-ms`).
@@ -190,6 +190,12 @@ impl HashPool {
         })
     }
 
+    /// Whether `hash` was made with this pool's algorithm and parameters (argon2id, the
+    /// configured m/t/p); a login whose hash is not re-hashes the password.
+    pub fn is_current(&self, hash: &PasswordHash) -> bool {
+        is_current_with(&self.inner.argon2, hash)
+    }
+
     /// Number of hashing threads.
     pub fn threads(&self) -> usize {
         self.inner.threads
@@ -311,179 +317,5 @@ fn base64_of(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use argon2::PasswordHash as PhcHash;
-
-    fn settings(memory_kib: u32, iterations: u32) -> HashingSettings {
-        HashingSettings {
-            memory_kib,
-            iterations,
-            parallelism: 1,
-            min_password_length: 8,
-        }
-    }
-
-    #[tokio::test]
-    async fn pool_verifies_and_refuses_when_full() {
-        let settings = settings(64, 1);
-        let pool = HashPool::new(&settings, 1, 1).expect("valid params");
-        let hash = pool
-            .hash(Password::new("correct horse".into()))
-            .await
-            .expect("hash");
-        assert!(!format!("{hash:?}").contains("argon2"));
-        assert!(
-            pool.verify(Password::new("correct horse".into()), Some(hash.clone()))
-                .await
-                .expect("verify")
-        );
-        assert!(
-            !pool
-                .verify(Password::new("wrong horse".into()), Some(hash))
-                .await
-                .expect("verify")
-        );
-        assert!(
-            !pool
-                .verify(Password::new("correct horse".into()), None)
-                .await
-                .expect("verify")
-        );
-    }
-
-    #[tokio::test]
-    async fn our_phc_strings_and_the_standard_api_verify_each_other() {
-        use argon2::PasswordVerifier as _;
-        let settings = settings(64, 1);
-        let pool = HashPool::new(&settings, 1, 1).expect("valid params");
-        let standard = pool
-            .hash_blocking(&Password::new("other horse".into()))
-            .expect("hash");
-        assert!(
-            pool.verify(Password::new("other horse".into()), Some(standard))
-                .await
-                .expect("verify")
-        );
-        let ours = pool
-            .hash(Password::new("third horse".into()))
-            .await
-            .expect("hash");
-        assert!(ours.0.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
-        let phc = PhcHash::new(&ours.0).expect("phc");
-        assert!(
-            Argon2::default()
-                .verify_password(b"third horse", &phc)
-                .is_ok()
-        );
-        assert!(
-            Argon2::default()
-                .verify_password(b"third horsf", &phc)
-                .is_err()
-        );
-    }
-
-    #[tokio::test]
-    async fn pool_refuses_beyond_threads_plus_queue() {
-        let settings = settings(19_456, 2);
-        let pool = HashPool::new(&settings, 1, 1).expect("valid params");
-        let jobs = (0..6).map(|_| pool.hash(Password::new("correct horse".into())));
-        let results = futures::future::join_all(jobs).await;
-        let full = results
-            .iter()
-            .filter(|r| matches!(r, Err(HashError::QueueFull)))
-            .count();
-        // One runs, one waits; the other four are refused at once.
-        assert_eq!(full, 4, "{results:?}");
-        assert_eq!(pool.in_flight(), 0);
-    }
-
-    #[tokio::test]
-    async fn jobs_that_waited_past_the_bound_are_refused_unrun() {
-        let settings = settings(19_456, 2);
-        let pool = HashPool::new(&settings, 1, 8).expect("valid params");
-        pool.limit_wait(std::time::Duration::from_millis(1));
-        let jobs = (0..6).map(|_| pool.hash(Password::new("correct horse".into())));
-        let results = futures::future::join_all(jobs).await;
-        let timed_out = results
-            .iter()
-            .filter(|r| matches!(r, Err(HashError::QueueTimeout)))
-            .count();
-        let hashed = results.iter().filter(|r| r.is_ok()).count();
-        // Each hash takes far longer than 1 ms, so whatever queued behind one ran out of time:
-        // at least the last four, and none of them was computed.
-        assert!(timed_out >= 4, "{results:?}");
-        assert_eq!(timed_out + hashed, 6, "{results:?}");
-        assert_eq!(pool.computed(), hashed as u64);
-        assert_eq!(pool.in_flight(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_caller_that_gave_up_costs_no_hash() {
-        let settings = settings(19_456, 2);
-        let pool = HashPool::new(&settings, 1, 4).expect("valid params");
-        let running = pool.hash(Password::new("correct horse".into()));
-        let abandoned = pool.reserve().expect("place");
-        let gave_up = tokio::time::timeout(
-            std::time::Duration::from_millis(1),
-            abandoned.hash(Password::new("other horse".into())),
-        );
-        let (first, second) = tokio::join!(running, gave_up);
-        assert!(first.is_ok());
-        assert!(second.is_err(), "the second caller timed out");
-        // Wait until the abandoned job has been picked up and dropped.
-        for _ in 0..200 {
-            if pool.in_flight() == 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(pool.in_flight(), 0);
-        assert_eq!(pool.computed(), 1);
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn hashing_threads_run_at_the_lowered_priority() {
-        // Field 19 of /proc/<pid>/task/<tid>/stat is the nice value; the name (field 2) is in
-        // parentheses. Other tests' pools (nice 0) may run at the same time, so look for ours.
-        let nice_of_pool_threads = || -> Vec<i64> {
-            let mut found = Vec::new();
-            for task in std::fs::read_dir("/proc/self/task")
-                .expect("tasks")
-                .flatten()
-            {
-                let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-                    continue;
-                };
-                let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-                    continue;
-                };
-                if !stat[open + 1..close].starts_with("argon2-") {
-                    continue;
-                }
-                // Fields after the name start at field 3.
-                let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-                if let Some(nice) = fields.get(19 - 3).and_then(|n| n.parse().ok()) {
-                    found.push(nice);
-                }
-            }
-            found
-        };
-        let base = i64::from(
-            rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(0),
-        );
-        let want = (base + 7).min(19);
-        let settings = settings(64, 1);
-        let _pool = HashPool::with_nice(&settings, 2, 1, 7).expect("valid params");
-        let mut seen = Vec::new();
-        for _ in 0..100 {
-            seen = nice_of_pool_threads();
-            if seen.iter().filter(|&&n| n == want).count() >= 2 {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        panic!("no two hashing threads at nice {want}: {seen:?}");
-    }
-}
+#[path = "pool_tests.rs"]
+mod tests;

@@ -177,6 +177,24 @@ pub async fn update_password(
     bump_version(conn, user_id, now).await
 }
 
+/// Replaces the stored hash with a new hash of the same password (a re-hash with the current
+/// parameters), only if it is still `expected`. The public state (version, events) is
+/// untouched: the password did not change. `false` if the hash changed meanwhile.
+pub async fn replace_hash(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+    expected: &PasswordHash,
+    new_hash: PasswordHash,
+) -> StorageResult<bool> {
+    let updated = credentials::Entity::update_many()
+        .col_expr(credentials::Column::PasswordHash, Expr::value(new_hash.0))
+        .filter(credentials::Column::UserId.eq(user_id))
+        .filter(credentials::Column::PasswordHash.eq(expected.0.as_str()))
+        .exec(conn)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
 async fn bump_version(
     conn: &impl ConnectionTrait,
     user_id: &str,

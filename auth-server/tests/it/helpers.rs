@@ -205,6 +205,14 @@ impl TestApp {
         start(settings, Arc::clone(&self.db), Arc::clone(&self.dir)).await
     }
 
+    /// Stops the server and starts one with changed settings on the same database and data dir.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        self.stop().await;
+        let mut settings = self.settings.clone();
+        tweak(&mut settings);
+        start(settings, Arc::clone(&self.db), Arc::clone(&self.dir)).await
+    }
+
     /// A storage handle on the server's database, to check what was (not) written.
     pub async fn store(&self) -> Store {
         Store::connect(&self.db.url, 2).await.expect("store")

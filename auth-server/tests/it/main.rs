@@ -17,5 +17,6 @@ mod otel;
 mod overload;
 mod protection;
 mod reflection;
+mod rehash;
 mod reset;
 mod tls;
