@@ -19,6 +19,7 @@ use argon2::{
 use rand::RngCore;
 use subtle::ConstantTimeEq as _;
 
+pub mod legacy;
 mod pool;
 mod rules;
 
@@ -163,6 +164,9 @@ pub(crate) fn verify_with(
     password: &str,
     hash: &PasswordHash,
 ) -> Result<bool, HashError> {
+    if legacy::HashFormat::of(&hash.0) != Some(legacy::HashFormat::Argon2) {
+        return legacy::verify(password, &hash.0);
+    }
     let phc = PhcHash::new(&hash.0).map_err(argon2_error)?;
     let algorithm = Algorithm::try_from(phc.algorithm).map_err(argon2_error)?;
     let version = phc

@@ -6,7 +6,10 @@ use tonic::Code;
 
 use crate::{every_backend, helpers::*};
 
-every_backend!(a_login_upgrades_a_hash_made_with_older_parameters);
+every_backend!(
+    a_login_upgrades_a_hash_made_with_older_parameters,
+    hashes_made_by_other_systems_log_in_and_become_argon2id,
+);
 
 /// Stronger than `CHEAP_HASHING`: the "new policy" after an operator raised the parameters.
 const STRONGER: HashingSettings = HashingSettings {
@@ -81,4 +84,54 @@ async fn a_login_upgrades_a_hash_made_with_older_parameters(db: Db) {
         Code::Unauthenticated,
     );
     assert_eq!(app.hashes() - hashes, 1);
+}
+
+/// Hashes of `PASSWORD` made outside this service: Python's pyca/bcrypt and hashlib (the
+/// PBKDF2 Django uses, in Django's form).
+const FOREIGN: [&str; 3] = [
+    "$2b$04$jHXPAgYf/7JIXydIsNu.auRDjhNRFbV6rUT2gjikXZ2gBlMJk4mvm",
+    "pbkdf2_sha256$1200$pepper1$4LbseBFSfZAVZ7U1sGGpDrr/1zElyODZdZBoX8eZ+ec=",
+    "pbkdf2_sha512$1100$pepper2$rboHVXRrjkv8YyDTmxsm4xNNLoInaudh5BotzQFHyvO1Gpl+khI/CFfL2xxgm5j6RsNJ9JGtBFOwzfRNWAYzUg==",
+];
+
+async fn hashes_made_by_other_systems_log_in_and_become_argon2id(db: Db) {
+    let app = spawn_app(db).await;
+    let store = app.store().await;
+    for (i, foreign) in FOREIGN.iter().enumerate() {
+        let email = format!("moved-{i}@example.com");
+        let user = app
+            .register(&email, "placeholder pass")
+            .await
+            .expect("register");
+        let current = stored_hash(&app, &user.id).await;
+        // As an import would leave it: the other system's hash in the credentials row.
+        let replaced = storage::users::replace_hash(
+            store.conn(),
+            &user.id,
+            &storage::PasswordHash(current),
+            storage::PasswordHash((*foreign).to_owned()),
+        )
+        .await
+        .expect("write");
+        assert!(replaced);
+        assert_code(
+            app.login(&email, "placeholder pass").await,
+            Code::Unauthenticated,
+        );
+        assert_eq!(
+            stored_hash(&app, &user.id).await,
+            *foreign,
+            "a failure keeps it"
+        );
+        let session = app.login(&email, PASSWORD).await.expect(foreign);
+        assert!(app.validate(&session.access_token).await.is_ok());
+        let after = stored_hash(&app, &user.id).await;
+        assert!(
+            after.starts_with("$argon2id$v=19$m=256,t=1,p=1$"),
+            "{foreign} -> {after}"
+        );
+        app.login(&email, PASSWORD)
+            .await
+            .expect("again, with the new hash");
+    }
 }
