@@ -81,6 +81,8 @@ impl fmt::Debug for Session {
 /// What [`AuthClient::login`] leads to: a session, or (for an account with TOTP) a challenge
 /// to answer with [`AuthClient::complete_mfa_login`].
 #[derive(Debug, Clone)]
+// A login result is built once per login; boxing `Session` would change the public API.
+#[allow(clippy::large_enum_variant)]
 pub enum LoginOutcome {
     /// The password was enough: a new session.
     Session(Session),

@@ -136,7 +136,16 @@ pub enum RpcClass {
     /// Server reflection: a bidirectional stream, so its request is not awaited whole; a budget
     /// of its own (the size of `Other`'s), so stalled reflection streams starve nothing else.
     Reflection,
+    /// `AdminService/ImportUsers`: a client stream, so its request is not awaited whole and it
+    /// has no deadline (the handler ends a stream idle for [`IMPORT_IDLE_TIMEOUT`]); at most
+    /// [`MAX_IMPORTS`] at once.
+    Import,
 }
+
+/// Imports running at once at most.
+pub const MAX_IMPORTS: usize = 2;
+/// How long an import stream may go without a message.
+pub const IMPORT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a call's request message may take to arrive after its headers.
 pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -145,7 +154,9 @@ pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// puts the class into the request's extensions for the handlers.
 pub fn classify(path: &str) -> RpcClass {
     let Some(method) = path.strip_prefix("/auth.v1.AuthService/") else {
-        return if path.starts_with("/auth.v1.AdminService/") {
+        return if path == "/auth.v1.AdminService/ImportUsers" {
+            RpcClass::Import
+        } else if path.starts_with("/auth.v1.AdminService/") {
             RpcClass::Admin
         } else if path.starts_with("/grpc.health.v1.Health/") {
             RpcClass::Health
@@ -170,10 +181,21 @@ struct ClassBudget {
     overruns: LogThrottle,
 }
 
+impl ClassBudget {
+    fn new(permits: usize, timeout: Option<Duration>) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(permits)),
+            timeout,
+            refusals: LogThrottle::new(),
+            overruns: LogThrottle::new(),
+        }
+    }
+}
+
 /// Layer producing [`ClassLimit`].
 #[derive(Clone)]
 pub struct ClassLimitLayer {
-    budgets: Arc<[ClassBudget; 7]>,
+    budgets: Arc<[ClassBudget; 8]>,
     max_body: usize,
 }
 
@@ -186,31 +208,18 @@ impl std::fmt::Debug for ClassLimitLayer {
 impl ClassLimitLayer {
     /// Budgets from the settings; requests over `max_message` bytes are RESOURCE_EXHAUSTED.
     pub fn new(limits: &LimitSettings, max_message: usize) -> Self {
-        let budget = |(n, timeout): (usize, Duration)| ClassBudget {
-            permits: Arc::new(Semaphore::new(n)),
-            timeout: Some(timeout),
-            refusals: LogThrottle::new(),
-            overruns: LogThrottle::new(),
-        };
+        let budget = |(n, timeout): (usize, Duration)| ClassBudget::new(n, Some(timeout));
         Self {
+            // In `RpcClass` order.
             budgets: Arc::new([
                 budget(limits.password),
                 budget(limits.validate),
                 budget(limits.admin),
-                ClassBudget {
-                    permits: Arc::new(Semaphore::new(limits.max_streams)),
-                    timeout: None,
-                    refusals: LogThrottle::new(),
-                    overruns: LogThrottle::new(),
-                },
+                ClassBudget::new(limits.max_streams, None),
                 budget(limits.other),
-                ClassBudget {
-                    permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
-                    timeout: Some(limits.other.1),
-                    refusals: LogThrottle::new(),
-                    overruns: LogThrottle::new(),
-                },
+                ClassBudget::new(Semaphore::MAX_PERMITS, Some(limits.other.1)),
                 budget(limits.other),
+                ClassBudget::new(MAX_IMPORTS, None),
             ]),
             // A gRPC message is framed with a 5-byte header.
             max_body: max_message + 5,
@@ -234,7 +243,7 @@ impl<S> Layer<S> for ClassLimitLayer {
 #[derive(Clone)]
 pub struct ClassLimit<S> {
     inner: S,
-    budgets: Arc<[ClassBudget; 7]>,
+    budgets: Arc<[ClassBudget; 8]>,
     max_body: usize,
 }
 
@@ -320,7 +329,7 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            if class == RpcClass::Reflection {
+            if matches!(class, RpcClass::Reflection | RpcClass::Import) {
                 return limited(
                     &budgets[class as usize],
                     class,

@@ -87,6 +87,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let user = cli::create_user(&args.account, cli::admin_roles()).await?;
             say!("created admin {} <{}>", user.id, user.email);
         }
+        Command::ImportUsers(args) => {
+            let report = cli::import_users(&args, |line| say!("{line}")).await?;
+            let s = report.summary;
+            say!(
+                "imported {}, skipped {} (already there), rejected {} ({} rows/s)",
+                s.imported,
+                s.skipped,
+                s.rejected,
+                report.rows_per_sec
+            );
+            if let Some(path) = &args.invites_file {
+                say!(
+                    "{} invite tokens written to {}",
+                    report.invites,
+                    path.display()
+                );
+            }
+            if s.rejected > 0 {
+                anyhow::bail!(
+                    "{} rows rejected (listed above); the others were imported",
+                    s.rejected
+                );
+            }
+        }
         Command::Keys { keys, action } => {
             for line in cli::keys(&keys, action).await? {
                 say!("{line}");

@@ -10,6 +10,7 @@ pub use sea_orm_migration::{MigrationStatus, MigratorTrait};
 mod m20261126_000001_core;
 mod m20261126_000002_protection;
 mod m20261126_000003_signing_keys;
+mod m20261130_000004_external_ids;
 
 /// Runs the migrations in order.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_core::Migration),
             Box::new(m20261126_000002_protection::Migration),
             Box::new(m20261126_000003_signing_keys::Migration),
+            Box::new(m20261130_000004_external_ids::Migration),
         ]
     }
 }

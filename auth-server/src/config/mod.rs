@@ -55,6 +55,9 @@ pub enum Command {
     CreateUser(CreateUserArgs),
     /// Add an account with role `admin`; the password is read from standard input.
     CreateAdmin(CreateAdminArgs),
+    /// Move users in from another system, with their existing password hashes (JSON Lines or
+    /// CSV). Users already there are skipped; bad rows are reported by line.
+    ImportUsers(ImportUsersArgs),
     /// List, rotate or retire the access-token signing keys.
     Keys {
         /// Where the keys live.
@@ -179,6 +182,61 @@ pub struct CreateUserArgs {
     /// Role to grant; repeat for several (for example `--role events.subscriber`).
     #[arg(long = "role")]
     pub roles: Vec<String>,
+}
+
+/// Formats `import-users` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// Comma-separated values with a header line naming the columns.
+    Csv,
+}
+
+/// `import-users` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ImportUsersArgs {
+    /// Where the data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The users: a JSON Lines or CSV file; `-` reads standard input.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// The file's format. Default: `csv` for a `.csv` file, otherwise `jsonl`.
+    #[arg(long, value_enum)]
+    pub format: Option<ImportFormat>,
+    /// Where to write the invite token of each user imported without a hash (one JSON object
+    /// per line, appended, created with mode 0600). Without it such rows are rejected.
+    #[arg(long)]
+    pub invites_file: Option<PathBuf>,
+    /// Invite token lifetime in seconds (60 s to 30 days).
+    #[arg(long, env = "AUTH_INVITE_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub invite_ttl_secs: u64,
+}
+
+impl ImportUsersArgs {
+    /// The format to read: the flag, or the file's extension.
+    pub fn format(&self) -> ImportFormat {
+        self.format.unwrap_or_else(|| {
+            if self
+                .file
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+            {
+                ImportFormat::Csv
+            } else {
+                ImportFormat::Jsonl
+            }
+        })
+    }
+
+    /// The invite lifetime, checked.
+    pub fn invite_ttl(&self) -> Result<std::time::Duration, ConfigError> {
+        if !(60..=30 * 24 * 3600).contains(&self.invite_ttl_secs) {
+            return Err(ConfigError("invite TTL must be 60 s to 30 days".into()));
+        }
+        Ok(std::time::Duration::from_secs(self.invite_ttl_secs))
+    }
 }
 
 /// `create-admin` arguments.

@@ -14,7 +14,7 @@ use sea_orm::DatabaseTransaction;
 use crate::{
     error::AuthError,
     revocation::Revocations,
-    storage::{self, EventKind, Store, UserRecord, WriteTx, audit::AuditRecord},
+    storage::{self, EventKind, Store, UserRecord, WriteTx, audit::AuditRecord, events::NewEvent},
 };
 
 /// An event to append at commit.
@@ -111,15 +111,15 @@ impl Change {
             revoked,
             revocations,
         } = self;
-        for event in &events {
-            storage::events::append_event(
-                &tx,
-                event.kind,
-                &event.user,
-                event.session_id.as_deref(),
-            )
-            .await?;
-        }
+        let batch: Vec<_> = events
+            .iter()
+            .map(|e| NewEvent {
+                kind: e.kind,
+                user: &e.user,
+                session_id: e.session_id.as_deref(),
+            })
+            .collect();
+        storage::events::append_events(&tx, &batch).await?;
         tx.commit().await?;
         revocations.revoke_all(revoked.iter().cloned());
         Ok(Committed { revoked })

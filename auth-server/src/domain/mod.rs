@@ -8,6 +8,7 @@
 //! | `lockout.rs` | the failed-login lockout: policy, state machine, check and audit |
 //! | `sessions.rs` | sessions: issue, refresh (rotation and reuse detection), logout, revocation, validate |
 //! | `credentials.rs` | change password, reset and invite tokens, self-service reset mails |
+//! | `import.rs` | moving users in: rows checked one by one, written in batches, re-runs skip |
 //! | `mfa.rs` | TOTP enrollment and removal |
 //! | `admin.rs` | AdminService: authorization, account changes with the last-admin rule |
 //! | `admin_views.rs` | AdminService reads: one user, pages of users and of the audit trail, sessions |
@@ -21,6 +22,7 @@ mod admin;
 mod admin_views;
 mod change;
 mod credentials;
+mod import;
 mod lockout;
 mod login;
 mod mfa;
@@ -34,6 +36,9 @@ pub use admin::{Actor, Admin, CreateUser, UserUpdate};
 pub use admin_views::{MAX_PAGE_SIZE, UserDetails};
 pub use change::{Change, Committed};
 pub use credentials::IssuedReset;
+pub use import::{
+    IMPORT_BATCH, ImportRow, ImportSource, ImportSummary, Importer, RowOutcome, RowResult,
+};
 pub use lockout::LockoutPolicy;
 pub use login::LoginOutcome;
 pub use rules::{check_role, check_user_id};

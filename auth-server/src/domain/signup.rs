@@ -118,6 +118,8 @@ async fn create_account_in(
             roles,
             password_hash: hash,
             email_verified: spec.email_verified,
+            created_at: None,
+            external_id: None,
         },
     )
     .await

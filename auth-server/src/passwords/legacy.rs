@@ -60,43 +60,74 @@ fn malformed(what: &str) -> HashError {
     HashError::Argon2(format!("stored hash: {what}"))
 }
 
+/// Whether `hash` is one a login can verify, checked without hashing anything: a known format,
+/// well-formed, and within its cost cap. `Err` says what is wrong, for an import's report.
+pub fn check(hash: &str) -> Result<HashFormat, String> {
+    let format = HashFormat::of(hash).ok_or_else(|| "unknown hash format".to_owned())?;
+    let checked = match format {
+        HashFormat::Argon2 => super::argon2_params(hash).map(drop),
+        HashFormat::Bcrypt => bcrypt_parts(hash).map(drop),
+        HashFormat::Pbkdf2Phc => pbkdf2_phc(hash).map(drop),
+        HashFormat::Pbkdf2Django => django_parts(hash).map(drop),
+        HashFormat::Scrypt => scrypt_phc(hash).map(drop),
+    };
+    checked
+        .map(|()| format)
+        .map_err(|e| e.to_string().replace("stored hash: ", "malformed hash: "))
+}
+
 /// Verifies `password` against a non-argon2 `hash` (see the module docs); `Err` for a hash
 /// that is malformed, of an unknown format, or over its cost cap.
 pub fn verify(password: &str, hash: &str) -> Result<bool, HashError> {
     match HashFormat::of(hash) {
-        Some(HashFormat::Bcrypt) => verify_bcrypt(password, hash),
-        Some(HashFormat::Pbkdf2Phc) => verify_pbkdf2_phc(password, hash),
-        Some(HashFormat::Pbkdf2Django) => verify_django(password, hash),
-        Some(HashFormat::Scrypt) => verify_scrypt(password, hash),
+        Some(HashFormat::Bcrypt) => {
+            bcrypt_parts(hash)?;
+            // bcrypt reads at most 72 bytes of the password, as the system that made the hash did.
+            bcrypt::verify(password, hash).map_err(|_| malformed("bcrypt"))
+        }
+        Some(HashFormat::Pbkdf2Phc) => {
+            checked(pbkdf2::Pbkdf2.verify_password(password.as_bytes(), &pbkdf2_phc(hash)?))
+        }
+        Some(HashFormat::Pbkdf2Django) => verify_django(password, &django_parts(hash)?),
+        Some(HashFormat::Scrypt) => {
+            checked(scrypt::Scrypt.verify_password(password.as_bytes(), &scrypt_phc(hash)?))
+        }
         Some(HashFormat::Argon2) | None => Err(malformed("unknown format")),
     }
 }
 
-fn verify_bcrypt(password: &str, hash: &str) -> Result<bool, HashError> {
-    let cost: u32 = hash
-        .get(4..6)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| malformed("bcrypt cost"))?;
-    if cost > MAX_BCRYPT_COST {
+fn bcrypt_parts(hash: &str) -> Result<bcrypt::HashParts, HashError> {
+    let parts: bcrypt::HashParts = hash.parse().map_err(|_| malformed("bcrypt"))?;
+    if parts.get_cost() > MAX_BCRYPT_COST {
         return Err(malformed("bcrypt cost over the cap"));
     }
-    // bcrypt reads at most 72 bytes of the password, as the system that made the hash did.
-    bcrypt::verify(password, hash).map_err(|_| malformed("bcrypt"))
+    let body = hash.get(7..).unwrap_or_default();
+    if !body
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
+    {
+        return Err(malformed("bcrypt characters"));
+    }
+    Ok(parts)
 }
 
-fn verify_pbkdf2_phc(password: &str, hash: &str) -> Result<bool, HashError> {
+fn pbkdf2_phc(hash: &str) -> Result<PhcHash<'_>, HashError> {
     let phc = PhcHash::new(hash).map_err(|_| malformed("pbkdf2"))?;
+    pbkdf2::Algorithm::try_from(phc.algorithm).map_err(|_| malformed("pbkdf2 algorithm"))?;
     let rounds = phc
         .params
         .get_decimal("i")
         .ok_or_else(|| malformed("pbkdf2 rounds"))?;
-    if rounds > MAX_PBKDF2_ROUNDS {
-        return Err(malformed("pbkdf2 rounds over the cap"));
+    if rounds == 0 || rounds > MAX_PBKDF2_ROUNDS {
+        return Err(malformed("pbkdf2 rounds out of range"));
     }
-    checked(pbkdf2::Pbkdf2.verify_password(password.as_bytes(), &phc))
+    if phc.salt.is_none() || phc.hash.is_none() {
+        return Err(malformed("pbkdf2 salt or output missing"));
+    }
+    Ok(phc)
 }
 
-fn verify_scrypt(password: &str, hash: &str) -> Result<bool, HashError> {
+fn scrypt_phc(hash: &str) -> Result<PhcHash<'_>, HashError> {
     let phc = PhcHash::new(hash).map_err(|_| malformed("scrypt"))?;
     let params = scrypt::Params::try_from(&phc).map_err(|_| malformed("scrypt params"))?;
     let bytes = 128u64.saturating_mul(u64::from(params.r())).saturating_mul(
@@ -106,7 +137,10 @@ fn verify_scrypt(password: &str, hash: &str) -> Result<bool, HashError> {
     if bytes > MAX_SCRYPT_BYTES {
         return Err(malformed("scrypt memory over the cap"));
     }
-    checked(scrypt::Scrypt.verify_password(password.as_bytes(), &phc))
+    if phc.salt.is_none() || phc.hash.is_none() {
+        return Err(malformed("scrypt salt or output missing"));
+    }
+    Ok(phc)
 }
 
 /// A wrong password is `Ok(false)`; anything else the verifier reports is a malformed hash.
@@ -118,8 +152,15 @@ fn checked(result: Result<(), password_hash::Error>) -> Result<bool, HashError> 
     }
 }
 
-/// Django: `pbkdf2_sha256$<iterations>$<salt as text>$<base64 of the derived key>`.
-fn verify_django(password: &str, hash: &str) -> Result<bool, HashError> {
+/// Django's `pbkdf2_sha256$<iterations>$<salt as text>$<base64 of the derived key>`, parsed.
+struct Django<'a> {
+    sha512: bool,
+    rounds: u32,
+    salt: &'a str,
+    expected: Vec<u8>,
+}
+
+fn django_parts(hash: &str) -> Result<Django<'_>, HashError> {
     use base64::Engine as _;
     let mut parts = hash.split('$');
     let (Some(algorithm), Some(rounds), Some(salt), Some(expected), None) = (
@@ -130,6 +171,11 @@ fn verify_django(password: &str, hash: &str) -> Result<bool, HashError> {
         parts.next(),
     ) else {
         return Err(malformed("django pbkdf2 fields"));
+    };
+    let sha512 = match algorithm {
+        "pbkdf2_sha256" => false,
+        "pbkdf2_sha512" => true,
+        _ => return Err(malformed("django pbkdf2 algorithm")),
     };
     let rounds: u32 = rounds
         .parse()
@@ -143,23 +189,23 @@ fn verify_django(password: &str, hash: &str) -> Result<bool, HashError> {
     if expected.is_empty() || expected.len() > 64 {
         return Err(malformed("django pbkdf2 hash length"));
     }
-    let mut computed = vec![0u8; expected.len()];
-    match algorithm {
-        "pbkdf2_sha256" => pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
-            password.as_bytes(),
-            salt.as_bytes(),
-            rounds,
-            &mut computed,
-        ),
-        "pbkdf2_sha512" => pbkdf2::pbkdf2_hmac::<sha2::Sha512>(
-            password.as_bytes(),
-            salt.as_bytes(),
-            rounds,
-            &mut computed,
-        ),
-        _ => return Err(malformed("django pbkdf2 algorithm")),
+    Ok(Django {
+        sha512,
+        rounds,
+        salt,
+        expected,
+    })
+}
+
+fn verify_django(password: &str, hash: &Django<'_>) -> Result<bool, HashError> {
+    let mut computed = vec![0u8; hash.expected.len()];
+    let (password, salt) = (password.as_bytes(), hash.salt.as_bytes());
+    if hash.sha512 {
+        pbkdf2::pbkdf2_hmac::<sha2::Sha512>(password, salt, hash.rounds, &mut computed);
+    } else {
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, salt, hash.rounds, &mut computed);
     }
-    Ok(computed.ct_eq(&expected).into())
+    Ok(computed.ct_eq(&hash.expected).into())
 }
 
 #[cfg(test)]

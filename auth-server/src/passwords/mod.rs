@@ -157,17 +157,19 @@ pub(crate) fn is_current_with(argon2: &Argon2<'_>, hash: &PasswordHash) -> bool 
             .is_some_and(|h| h.len() == Params::DEFAULT_OUTPUT_LEN)
 }
 
-/// Recomputes the hash with the parameters, salt and length stored in `hash` and compares in
-/// constant time.
-pub(crate) fn verify_with(
-    memory: &mut Memory,
-    password: &str,
-    hash: &PasswordHash,
-) -> Result<bool, HashError> {
-    if legacy::HashFormat::of(&hash.0) != Some(legacy::HashFormat::Argon2) {
-        return legacy::verify(password, &hash.0);
-    }
-    let phc = PhcHash::new(&hash.0).map_err(argon2_error)?;
+/// A parsed argon2 PHC string.
+pub(crate) struct Argon2Phc<'a> {
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    salt: argon2::password_hash::Salt<'a>,
+    expected: argon2::password_hash::Output,
+}
+
+/// Parses an argon2 PHC string: algorithm, version, parameters (memory within the cap), salt
+/// and output.
+pub(crate) fn argon2_params(hash: &str) -> Result<Argon2Phc<'_>, HashError> {
+    let phc = PhcHash::new(hash).map_err(argon2_error)?;
     let algorithm = Algorithm::try_from(phc.algorithm).map_err(argon2_error)?;
     let version = phc
         .version
@@ -184,6 +186,32 @@ pub(crate) fn verify_with(
     let (Some(salt), Some(expected)) = (phc.salt, phc.hash) else {
         return Err(HashError::Argon2("stored hash lacks salt or output".into()));
     };
+    Ok(Argon2Phc {
+        algorithm,
+        version,
+        params,
+        salt,
+        expected,
+    })
+}
+
+/// Recomputes the hash with the parameters, salt and length stored in `hash` and compares in
+/// constant time.
+pub(crate) fn verify_with(
+    memory: &mut Memory,
+    password: &str,
+    hash: &PasswordHash,
+) -> Result<bool, HashError> {
+    if legacy::HashFormat::of(&hash.0) != Some(legacy::HashFormat::Argon2) {
+        return legacy::verify(password, &hash.0);
+    }
+    let Argon2Phc {
+        algorithm,
+        version,
+        params,
+        salt,
+        expected,
+    } = argon2_params(&hash.0)?;
     let mut salt_buf = [0u8; 64];
     let salt = salt.decode_b64(&mut salt_buf).map_err(argon2_error)?;
     let mut computed = vec![0u8; expected.len()];

@@ -80,6 +80,16 @@ fn user_update(req: &pb::UpdateUserRequest) -> Result<UserUpdate, AuthError> {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn import_users(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportUsersRequest>>,
+    ) -> Result<Response<pb::ImportUsersResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let importer = self.admin.importer(&actor);
+        let report = super::import::import_stream(importer, request.into_inner()).await?;
+        Ok(Response::new(report))
+    }
+
     async fn create_user(
         &self,
         request: Request<pb::CreateUserRequest>,

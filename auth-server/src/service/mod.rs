@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod import;
 
 pub use admin::AdminApi;
 pub use auth::AuthApi;
@@ -137,6 +138,7 @@ pub(crate) fn user_pb(user: &UserRecord) -> pb::User {
         disabled: user.disabled,
         created_at: Some(timestamp_millis(user.created_at)),
         version: unsigned(user.version),
+        external_id: user.external_id.clone().unwrap_or_default(),
     }
 }
 

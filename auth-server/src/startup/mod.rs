@@ -44,6 +44,8 @@ use crate::{
 
 /// Largest request message accepted; larger ones are `RESOURCE_EXHAUSTED`.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest message of an `ImportUsers` stream.
+pub const MAX_IMPORT_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// How long the second step of an MFA login may take.
 const MFA_CHALLENGE_TTL: Duration = Duration::from_secs(5 * 60);
@@ -425,8 +427,10 @@ fn router(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
+    // Unary messages are held to MAX_REQUEST_BYTES by ClassLimit before they reach tonic; an
+    // ImportUsers message (up to 1,000 rows) may be larger.
     let admin = AdminServiceServer::new(AdminApi::new(accounts.clone(), guard.clone()))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        .max_decoding_message_size(MAX_IMPORT_MESSAGE_BYTES);
     let auth = AuthServiceServer::new(AuthApi::new(accounts, hub, guard))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let limits = settings.limits;

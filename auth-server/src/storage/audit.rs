@@ -55,11 +55,13 @@ pub enum AuditKind {
     AdminPasswordResetIssued,
     /// Admin: MFA removed.
     AdminMfaReset,
+    /// A user moved in by `import-users` or `ImportUsers`.
+    UserImported,
 }
 
 impl AuditKind {
     /// Every kind, for validating filters.
-    pub const ALL: [AuditKind; 22] = [
+    pub const ALL: [AuditKind; 23] = [
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
         AuditKind::LoginLocked,
@@ -82,6 +84,7 @@ impl AuditKind {
         AuditKind::AdminUserUnlocked,
         AuditKind::AdminPasswordResetIssued,
         AuditKind::AdminMfaReset,
+        AuditKind::UserImported,
     ];
 
     /// Stored name.
@@ -109,6 +112,7 @@ impl AuditKind {
             AuditKind::AdminUserUnlocked => "admin_user_unlocked",
             AuditKind::AdminPasswordResetIssued => "admin_password_reset_issued",
             AuditKind::AdminMfaReset => "admin_mfa_reset",
+            AuditKind::UserImported => "user_imported",
         }
     }
 
@@ -228,13 +232,9 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
-/// Appends a record in the caller's transaction (or on its own).
-pub async fn append_audit(
-    conn: &impl ConnectionTrait,
-    record: AuditRecord<'_>,
-) -> StorageResult<()> {
+fn audit_row(record: AuditRecord<'_>, now: i64) -> audit_events::ActiveModel {
     audit_events::ActiveModel {
-        occurred_at: Set(crate::clock::now_millis()),
+        occurred_at: Set(now),
         kind: Set(record.kind.as_str().to_owned()),
         outcome: Set(record.outcome.as_str().to_owned()),
         actor_id: Set(record.actor_id.map(str::to_owned)),
@@ -249,8 +249,31 @@ pub async fn append_audit(
         detail: Set(record.detail.map(|d| d.to_string())),
         ..Default::default()
     }
-    .insert(conn)
-    .await?;
+}
+
+/// Appends a record in the caller's transaction (or on its own).
+pub async fn append_audit(
+    conn: &impl ConnectionTrait,
+    record: AuditRecord<'_>,
+) -> StorageResult<()> {
+    audit_row(record, crate::clock::now_millis())
+        .insert(conn)
+        .await?;
+    Ok(())
+}
+
+/// Appends several records with one statement.
+pub async fn append_audits(
+    conn: &impl ConnectionTrait,
+    records: Vec<AuditRecord<'_>>,
+) -> StorageResult<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let now = crate::clock::now_millis();
+    audit_events::Entity::insert_many(records.into_iter().map(|r| audit_row(r, now)))
+        .exec(conn)
+        .await?;
     Ok(())
 }
 

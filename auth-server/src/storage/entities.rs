@@ -29,6 +29,8 @@ pub mod users {
         pub updated_at: i64,
         /// Set when deleted: the row stays as a tombstone with its email released.
         pub deleted_at: Option<i64>,
+        /// The id this user had in the system it was imported from; unique when set.
+        pub external_id: Option<String>,
     }
 
     /// No relations are navigated through the ORM.

@@ -26,8 +26,8 @@
 //! before commit, so the lock is held for as short a time as possible.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
 };
 
 use super::{StorageError, StorageResult, UserRecord, WriteTx, entities::user_events};
@@ -103,13 +103,17 @@ pub struct StoredEvent {
     pub occurred_at: i64,
 }
 
-async fn next_sequence(conn: &impl ConnectionTrait) -> StorageResult<i64> {
+/// Takes `count` numbers from the counter; returns the last one (the first is
+/// `last - count + 1`).
+async fn next_sequences(conn: &impl ConnectionTrait, count: i64) -> StorageResult<i64> {
     if conn.get_database_backend() == sea_orm::DbBackend::MySql {
         // No UPDATE … RETURNING on MySQL: `LAST_INSERT_ID(expr)` hands the new value back in
         // the statement's own reply (and to this connection only), under the same row lock.
         let stmt = Statement::from_string(
             sea_orm::DbBackend::MySql,
-            "UPDATE event_sequence SET last_sequence = LAST_INSERT_ID(last_sequence + 1) WHERE id = 1",
+            format!(
+                "UPDATE event_sequence SET last_sequence = LAST_INSERT_ID(last_sequence + {count}) WHERE id = 1"
+            ),
         );
         let result = conn.execute_raw(stmt).await?;
         if result.rows_affected() != 1 {
@@ -120,13 +124,26 @@ async fn next_sequence(conn: &impl ConnectionTrait) -> StorageResult<i64> {
     }
     let stmt = Statement::from_string(
         conn.get_database_backend(),
-        "UPDATE event_sequence SET last_sequence = last_sequence + 1 WHERE id = 1 RETURNING last_sequence",
+        format!(
+            "UPDATE event_sequence SET last_sequence = last_sequence + {count} WHERE id = 1 RETURNING last_sequence"
+        ),
     );
     let row = conn
         .query_one_raw(stmt)
         .await?
         .ok_or_else(|| StorageError::Corrupt("event_sequence has no row".into()))?;
     Ok(row.try_get_by_index::<i64>(0)?)
+}
+
+/// An event to append: what happened, to whom, and for `SessionRevoked` which session.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    /// Kind.
+    pub kind: EventKind,
+    /// The user's state after the change.
+    pub user: &'a UserRecord,
+    /// The revoked session, for `SessionRevoked`.
+    pub session_id: Option<&'a str>,
 }
 
 /// Appends an event in the caller's transaction; returns its sequence.
@@ -136,26 +153,53 @@ pub async fn append_event(
     user: &UserRecord,
     session_id: Option<&str>,
 ) -> StorageResult<i64> {
+    append_events(
+        tx,
+        &[NewEvent {
+            kind,
+            user,
+            session_id,
+        }],
+    )
+    .await
+}
+
+/// Appends events in order in the caller's transaction, taking the counter once and writing
+/// them with one statement; returns the last sequence (0 if `events` is empty).
+pub async fn append_events(tx: &WriteTx, events: &[NewEvent<'_>]) -> StorageResult<i64> {
     let conn = &**tx;
-    let payload = serde_json::to_string(user).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-    let sequence = next_sequence(conn).await?;
-    user_events::ActiveModel {
-        sequence: Set(sequence),
-        kind: Set(kind.as_str().to_owned()),
-        user_id: Set(user.id.clone()),
-        session_id: Set(session_id.map(str::to_owned)),
-        payload: Set(payload),
-        occurred_at: Set(now_millis()),
+    if events.is_empty() {
+        return Ok(0);
     }
-    .insert(conn)
-    .await?;
+    let count =
+        i64::try_from(events.len()).map_err(|_| StorageError::Corrupt("too many events".into()))?;
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        let payload =
+            serde_json::to_string(event.user).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        rows.push((event, payload));
+    }
+    let last = next_sequences(conn, count).await?;
+    let now = now_millis();
+    let models = rows
+        .into_iter()
+        .zip(last - count + 1..)
+        .map(|((event, payload), sequence)| user_events::ActiveModel {
+            sequence: Set(sequence),
+            kind: Set(event.kind.as_str().to_owned()),
+            user_id: Set(event.user.id.clone()),
+            session_id: Set(event.session_id.map(str::to_owned)),
+            payload: Set(payload),
+            occurred_at: Set(now),
+        });
+    user_events::Entity::insert_many(models).exec(conn).await?;
     if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
         // Delivered to every LISTENing replica at commit; several in one transaction fold into one.
         conn.execute_unprepared(&format!("NOTIFY {NOTIFY_CHANNEL}"))
             .await?;
     }
     tx.mark_events();
-    Ok(sequence)
+    Ok(last)
 }
 
 /// The sequence of the newest committed event (0 if none).

@@ -14,6 +14,7 @@ mod connect;
 mod entities;
 mod error;
 pub mod events;
+pub mod imports;
 pub mod keys;
 pub mod listen;
 pub mod mfa;

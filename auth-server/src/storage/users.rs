@@ -1,14 +1,16 @@
 //! Users and their password hashes.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait as _,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait as _, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 
+pub use super::imports::NewUser;
 use super::{
     StorageError, StorageResult,
     entities::{credentials, users},
+    imports::{insert_users, roles_json},
 };
 use crate::clock::now_millis;
 
@@ -41,6 +43,9 @@ pub struct UserRecord {
     pub version: i64,
     /// Creation time, unix ms.
     pub created_at: i64,
+    /// The user's id in the system it was imported from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 impl TryFrom<users::Model> for UserRecord {
@@ -58,27 +63,9 @@ impl TryFrom<users::Model> for UserRecord {
             disabled: model.disabled,
             version: model.version,
             created_at: model.created_at,
+            external_id: model.external_id,
         })
     }
-}
-
-/// What `create_user` needs.
-#[derive(Debug)]
-pub struct NewUser {
-    /// Normalized email.
-    pub email: String,
-    /// Display name.
-    pub display_name: String,
-    /// Role names.
-    pub roles: Vec<String>,
-    /// Password hash, if the account has a password (none for an invite).
-    pub password_hash: Option<PasswordHash>,
-    /// Whether the email is known to be verified.
-    pub email_verified: bool,
-}
-
-fn roles_json(roles: &[String]) -> StorageResult<String> {
-    serde_json::to_string(roles).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
 
 /// The user with this normalized email.
@@ -118,41 +105,10 @@ pub async fn find_password_hash(
 
 /// Inserts a user (version 1) and its credential. A taken email is `StorageError::Duplicate`.
 pub async fn create_user(conn: &impl ConnectionTrait, new: NewUser) -> StorageResult<UserRecord> {
-    let now = now_millis();
-    let id = uuid::Uuid::now_v7().to_string();
-    users::ActiveModel {
-        id: Set(id.clone()),
-        email: Set(new.email.clone()),
-        email_verified: Set(new.email_verified),
-        display_name: Set(new.display_name.clone()),
-        roles: Set(roles_json(&new.roles)?),
-        disabled: Set(false),
-        version: Set(1),
-        created_at: Set(now),
-        updated_at: Set(now),
-        deleted_at: Set(None),
-    }
-    .insert(conn)
-    .await?;
-    if let Some(hash) = new.password_hash {
-        credentials::ActiveModel {
-            user_id: Set(id.clone()),
-            password_hash: Set(hash.0),
-            updated_at: Set(now),
-        }
-        .insert(conn)
-        .await?;
-    }
-    Ok(UserRecord {
-        id,
-        email: new.email,
-        email_verified: new.email_verified,
-        display_name: new.display_name,
-        roles: new.roles,
-        disabled: false,
-        version: 1,
-        created_at: now,
-    })
+    insert_users(conn, vec![new])
+        .await?
+        .pop()
+        .ok_or_else(|| StorageError::Corrupt("insert returned no user".into()))
 }
 
 /// Replaces the password hash, but only if it is still `expected` (so two concurrent changes
@@ -164,35 +120,41 @@ pub async fn update_password(
     new_hash: PasswordHash,
 ) -> StorageResult<Option<UserRecord>> {
     let now = now_millis();
-    let updated = credentials::Entity::update_many()
-        .col_expr(credentials::Column::PasswordHash, Expr::value(new_hash.0))
-        .col_expr(credentials::Column::UpdatedAt, Expr::value(now))
-        .filter(credentials::Column::UserId.eq(user_id))
-        .filter(credentials::Column::PasswordHash.eq(expected.0.as_str()))
-        .exec(conn)
-        .await?;
-    if updated.rows_affected != 1 {
+    if !swap_hash(conn, user_id, expected, new_hash, Some(now)).await? {
         return Ok(None);
     }
     bump_version(conn, user_id, now).await
 }
 
 /// Replaces the stored hash with a new hash of the same password (a re-hash with the current
-/// parameters), only if it is still `expected`. The public state (version, events) is
-/// untouched: the password did not change. `false` if the hash changed meanwhile.
+/// parameters), only if it is still `expected`. The public state (version, events) and the
+/// credential's change time are untouched: the password did not change. `false` if the hash
+/// changed meanwhile.
 pub async fn replace_hash(
     conn: &impl ConnectionTrait,
     user_id: &str,
     expected: &PasswordHash,
     new_hash: PasswordHash,
 ) -> StorageResult<bool> {
-    let updated = credentials::Entity::update_many()
+    swap_hash(conn, user_id, expected, new_hash, None).await
+}
+
+/// Sets the hash where it is still `expected` (and the change time, if given).
+async fn swap_hash(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+    expected: &PasswordHash,
+    new_hash: PasswordHash,
+    changed_at: Option<i64>,
+) -> StorageResult<bool> {
+    let mut update = credentials::Entity::update_many()
         .col_expr(credentials::Column::PasswordHash, Expr::value(new_hash.0))
         .filter(credentials::Column::UserId.eq(user_id))
-        .filter(credentials::Column::PasswordHash.eq(expected.0.as_str()))
-        .exec(conn)
-        .await?;
-    Ok(updated.rows_affected == 1)
+        .filter(credentials::Column::PasswordHash.eq(expected.0.as_str()));
+    if let Some(at) = changed_at {
+        update = update.col_expr(credentials::Column::UpdatedAt, Expr::value(at));
+    }
+    Ok(update.exec(conn).await?.rows_affected == 1)
 }
 
 async fn bump_version(
@@ -401,6 +363,10 @@ pub async fn delete_user(
             Expr::value(format!("#deleted:{}", user.id)),
         )
         .col_expr(users::Column::Disabled, Expr::value(true))
+        .col_expr(
+            users::Column::ExternalId,
+            Expr::value(Option::<String>::None),
+        )
         .col_expr(users::Column::DeletedAt, Expr::value(now))
         .col_expr(users::Column::UpdatedAt, Expr::value(now))
         .col_expr(
@@ -420,6 +386,7 @@ pub async fn delete_user(
     Ok(Some(UserRecord {
         disabled: true,
         version: user.version + 1,
+        external_id: None,
         ..user.clone()
     }))
 }

@@ -377,6 +377,8 @@ async fn paging_over_1200_users_sees_each_exactly_once(db: Db) {
                 },
                 password_hash: None,
                 email_verified: false,
+                created_at: None,
+                external_id: None,
             },
         )
         .await

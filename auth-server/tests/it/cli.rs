@@ -152,10 +152,11 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    const ALL: [&str; 3] = [
+    const ALL: [&str; 4] = [
         "m20261126_000001_core",
         "m20261126_000002_protection",
         "m20261126_000003_signing_keys",
+        "m20261130_000004_external_ids",
     ];
     let now = status(&app);
     assert!(
@@ -170,9 +171,12 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         String::from_utf8_lossy(&out.stderr)
     );
     let now = status(&app);
-    assert!(now.contains("applied m20261126_000002_protection"), "{now}");
     assert!(
-        now.contains("pending m20261126_000003_signing_keys"),
+        now.contains("applied m20261126_000003_signing_keys"),
+        "{now}"
+    );
+    assert!(
+        now.contains("pending m20261130_000004_external_ids"),
         "{now}"
     );
     let out = auth_server(&app, &["migrate", "down", "--steps", "10"], "");

@@ -10,6 +10,7 @@ mod db_tls;
 mod events;
 mod health;
 mod helpers;
+mod import;
 mod keys;
 mod mfa;
 mod ops;

@@ -1,4 +1,9 @@
-//! The non-serving subcommands: `migrate`, `create-user`/`create-admin` and `keys`.
+//! The non-serving subcommands: `migrate`, `create-user`/`create-admin`, `keys`, and
+//! `import-users` (in `import.rs`).
+
+mod import;
+
+pub use import::{ImportReport, import_users};
 
 use std::io::Read as _;
 
@@ -34,6 +39,9 @@ pub enum CliError {
     /// A signing key operation failed.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The import's input or invites file could not be used.
+    #[error("{0}")]
+    Import(String),
 }
 
 fn key_line(key: &KeyInfo) -> String {
