@@ -88,6 +88,7 @@ async fn baseline(store: &Store, rows: &[ImportRow]) -> anyhow::Result<f64> {
                 email_verified: r.email_verified,
                 created_at: r.created_at,
                 external_id: r.external_id.clone(),
+                service_account: false,
             })
             .collect();
         auth_server::storage::imports::insert_users(&*tx, new).await?;

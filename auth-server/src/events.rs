@@ -38,12 +38,23 @@ use std::{
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use crate::{
+    apikeys::ApiKeys,
     revocation::Revocations,
     storage::{
         self, EventKind, StorageError, Store, StoredEvent,
         events::{NOTIFY_CHANNEL, find_events_after, find_head_sequence},
     },
 };
+
+/// What the feed keeps current on this server besides the streams: revoked sessions and
+/// API keys (issued, revoked, and their owners' roles and state).
+#[derive(Debug, Clone)]
+pub struct FeedSinks {
+    /// The revoked-session set.
+    pub revocations: Revocations,
+    /// The API key set.
+    pub api_keys: ApiKeys,
+}
 
 /// Events read from the database per query.
 const PAGE: u64 = 500;
@@ -110,7 +121,7 @@ impl EventHub {
     /// to it is already reflected in the revocation set loaded at start.
     pub async fn start(
         store: Store,
-        revocations: Revocations,
+        sinks: FeedSinks,
         settings: FeedSettings,
     ) -> Result<(Self, FeedTasks), StorageError> {
         let head = find_head_sequence(store.conn()).await?;
@@ -143,7 +154,7 @@ impl EventHub {
         }
         tasks.push(Box::pin(tail(
             hub.clone(),
-            revocations,
+            sinks,
             wake,
             settings.poll_interval,
             head,
@@ -315,13 +326,7 @@ impl Subscription {
 
 /// The tailer: on every wake-up (or poll), reads events after the last published one and fans
 /// them out; applies revocations to the in-memory set.
-async fn tail(
-    hub: EventHub,
-    revocations: Revocations,
-    wake: Arc<Notify>,
-    poll: Duration,
-    head: i64,
-) {
+async fn tail(hub: EventHub, sinks: FeedSinks, wake: Arc<Notify>, poll: Duration, head: i64) {
     let mut published = head;
     let mut shutdown = hub.inner.shutdown.subscribe();
     let mut failures = 0u32;
@@ -346,10 +351,12 @@ async fn tail(
                             );
                             break;
                         }
-                        if event.kind == EventKind::SessionRevoked
-                            && let Some(session_id) = &event.session_id
-                        {
-                            revocations.revoke(session_id.clone());
+                        if let Err(error) = apply(&hub.inner.store, &sinks, &event).await {
+                            // Not published: read again after the backoff.
+                            failures += 1;
+                            tracing::warn!(error.message = %error, failures, "event tailer cannot read an issued API key");
+                            tokio::time::sleep(backoff(failures)).await;
+                            break;
                         }
                         published = event.sequence;
                         // No receivers is fine: nobody is streaming right now.
@@ -369,6 +376,23 @@ async fn tail(
             }
         }
     }
+}
+
+/// Applies an event to this server's revoked sessions and API keys.
+async fn apply(store: &Store, sinks: &FeedSinks, event: &StoredEvent) -> Result<(), StorageError> {
+    let subject = event.session_id.as_deref();
+    match (event.kind, subject) {
+        (EventKind::SessionRevoked, Some(session_id)) => sinks.revocations.revoke(session_id),
+        (EventKind::ApiKeyIssued, Some(key_id)) => {
+            // The hash is not in the event (events go to every subscriber): read it.
+            for key in storage::api_keys::live_keys(store.conn(), Some(key_id)).await? {
+                sinks.api_keys.insert(&key);
+            }
+        }
+        (EventKind::ApiKeyRevoked, Some(key_id)) => sinks.api_keys.revoke(key_id),
+        _ => sinks.api_keys.apply_user(&event.user),
+    }
+    Ok(())
 }
 
 fn backoff(failures: u32) -> Duration {

@@ -11,7 +11,7 @@
 //! | --- | --- | --- |
 //! | wiring | [`config`] | command line and `AUTH_*` settings, parsed once, defaults only in the clap flags |
 //! | | [`startup`] | `Application`: build from settings, bind, serve; background tasks in one `JoinSet` |
-//! | | [`cli`] | `migrate`, `create-user`, `create-admin`, `keys` |
+//! | | [`cli`] | `migrate`, `create-user`, `create-admin`, `keys`, `import-users` |
 //! | gRPC | [`service`] | the gRPC services: decode, call the domain, encode |
 //! | | [`error`] | `AuthError` and its one mapping to `tonic::Status` |
 //! | | [`limits`] | which RPC is which class (the one table), per-class concurrency and deadlines, message size |
@@ -25,6 +25,7 @@
 //! | | [`keyset`] | the signing key set: keys, validity windows, which key signs |
 //! | | [`keys`] | signing keys in the database: load, rotate, retire, reload |
 //! | | [`revocation`] | the in-memory revoked-session set behind `Validate` |
+//! | | [`apikeys`] | service accounts' API keys: format, the in-memory set checked per call, per-key rate limit |
 //! | | [`events`] | the user event feed: tailer, fan-out to streams, LISTEN/NOTIFY, snapshots |
 //! | | [`rate_limit`] | per-address rate limiting and client address resolution |
 //! | | [`mfa`] | TOTP secrets (encrypted at rest), code checks, recovery codes |
@@ -38,6 +39,7 @@
 //! | storage | [`storage`] | sea-orm entities and repository functions (SQLite, PostgreSQL, MySQL/MariaDB): queries only |
 
 pub mod accept;
+pub mod apikeys;
 pub mod cli;
 pub mod clock;
 pub mod config;

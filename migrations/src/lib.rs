@@ -11,6 +11,7 @@ mod m20261126_000001_core;
 mod m20261126_000002_protection;
 mod m20261126_000003_signing_keys;
 mod m20261130_000004_external_ids;
+mod m20261130_000005_api_keys;
 
 /// Runs the migrations in order.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_protection::Migration),
             Box::new(m20261126_000003_signing_keys::Migration),
             Box::new(m20261130_000004_external_ids::Migration),
+            Box::new(m20261130_000005_api_keys::Migration),
         ]
     }
 }

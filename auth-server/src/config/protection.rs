@@ -25,6 +25,10 @@ pub struct ProtectionArgs {
     /// Burst size of the per-address token bucket.
     #[arg(long, env = "AUTH_RATE_LIMIT_BURST", default_value_t = 20)]
     pub rate_limit_burst: u32,
+    /// Calls per second each API key may make (its own token bucket, bursts of as many); API
+    /// keys are not subject to the per-address limit or the email lockout.
+    #[arg(long, env = "AUTH_API_KEY_RATE_PER_SEC", default_value_t = 100)]
+    pub api_key_rate_per_sec: u32,
     /// Proxy addresses whose `x-forwarded-for` is believed (comma-separated); off by default,
     /// so the client address is the TCP peer.
     #[arg(
@@ -103,6 +107,8 @@ pub struct ProtectionSettings {
     pub invite_ttl: Duration,
     /// SMTP, if configured.
     pub mail: Option<MailSettings>,
+    /// Calls per second per API key.
+    pub api_key_rate: std::num::NonZeroU32,
 }
 
 impl ProtectionArgs {
@@ -121,6 +127,8 @@ impl ProtectionArgs {
         if self.rate_limit_per_minute > 0 && self.rate_limit_burst == 0 {
             return Err(ConfigError("rate limit burst must be at least 1".into()));
         }
+        let api_key_rate = std::num::NonZeroU32::new(self.api_key_rate_per_sec)
+            .ok_or_else(|| ConfigError("API key rate must be at least 1 per second".into()))?;
         if self.audit_retention_days == 0 {
             return Err(ConfigError("audit retention must be at least 1 day".into()));
         }
@@ -154,6 +162,7 @@ impl ProtectionArgs {
             reset_token_ttl: Duration::from_secs(self.reset_token_ttl_secs),
             invite_ttl: Duration::from_secs(self.invite_ttl_secs),
             mail,
+            api_key_rate,
         })
     }
 }

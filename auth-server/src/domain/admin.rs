@@ -153,7 +153,11 @@ impl Admin {
         Ok(())
     }
 
-    fn audit<'a>(actor: &'a Actor, kind: AuditKind, subject: &'a str) -> AuditRecord<'a> {
+    pub(super) fn audit<'a>(
+        actor: &'a Actor,
+        kind: AuditKind,
+        subject: &'a str,
+    ) -> AuditRecord<'a> {
         AuditRecord::new(kind, &actor.client)
             .actor(&actor.user_id)
             .subject(subject)

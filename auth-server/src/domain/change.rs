@@ -85,6 +85,15 @@ impl Change {
         self.revoked.push(session_id.to_owned());
     }
 
+    /// Records an API key event (`ApiKeyIssued`/`ApiKeyRevoked`) for `key_id` of `user`.
+    pub fn api_key_event(&mut self, kind: EventKind, user: &UserRecord, key_id: &str) {
+        self.events.push(PendingEvent {
+            kind,
+            user: user.clone(),
+            session_id: Some(key_id.to_owned()),
+        });
+    }
+
     /// Makes `session_id` refused by this server after commit, without an event: for a
     /// session that was already ended, or whose user is gone, but is presented again.
     pub fn refuse_session(&mut self, session_id: &str) {

@@ -239,6 +239,7 @@ impl Importer {
                 email_verified: row.email_verified,
                 created_at: row.created_at,
                 external_id,
+                service_account: false,
             },
             format,
         })

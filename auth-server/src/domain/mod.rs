@@ -12,6 +12,7 @@
 //! | `mfa.rs` | TOTP enrollment and removal |
 //! | `admin.rs` | AdminService: authorization, account changes with the last-admin rule |
 //! | `admin_views.rs` | AdminService reads: one user, pages of users and of the audit trail, sessions |
+//! | `service_accounts.rs` | service accounts, API keys (issue, list, revoke) and their check as bearer credentials |
 //! | `rules.rs` | input rules shared by the flows: roles, display names, user ids |
 //! | `change.rs` | [`Change`]: the one write transaction (audit, events last, revocations after commit) |
 //!
@@ -27,6 +28,7 @@ mod lockout;
 mod login;
 mod mfa;
 mod rules;
+mod service_accounts;
 mod sessions;
 mod signup;
 
@@ -46,6 +48,7 @@ pub use sessions::{RefreshToken, SessionTokens};
 pub use signup::{NewAccount, create_account};
 
 use crate::{
+    apikeys::ApiKeys,
     error::AuthError,
     mail::Mailer,
     metrics::Metrics,
@@ -91,6 +94,8 @@ pub struct AccountExtras {
     pub mailer: Option<Mailer>,
     /// Login outcome counters.
     pub metrics: Metrics,
+    /// The in-memory API key set (shared with the event feed, which keeps it current).
+    pub api_keys: ApiKeys,
 }
 
 /// The state every flow shares. Its fields are private to `domain/`: nothing outside reaches
@@ -105,6 +110,7 @@ struct Domain {
     mfa: MfaCipher,
     mailer: Option<Mailer>,
     metrics: Metrics,
+    api_keys: ApiKeys,
 }
 
 impl Domain {
@@ -140,6 +146,7 @@ impl Accounts {
             mfa,
             mailer,
             metrics,
+            api_keys,
         } = extras;
         Self {
             d: Arc::new(Domain {
@@ -151,6 +158,7 @@ impl Accounts {
                 mfa,
                 mailer,
                 metrics,
+                api_keys,
             }),
         }
     }
@@ -162,6 +170,9 @@ impl Accounts {
 
     /// Checks an access token: signature, issuer, validity window and revocation. No database.
     pub fn validate(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        if crate::apikeys::is_api_key(token) {
+            return self.validate_api_key(token);
+        }
         let claims = self.d.tokens.verify(token)?;
         if self.d.revocations.is_revoked(&claims.session_id) {
             return Err(TokenError::SessionRevoked.into());

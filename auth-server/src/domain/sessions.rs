@@ -201,6 +201,12 @@ impl Accounts {
         claims: &AccessClaims,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
+        if claims.session_id.is_empty() {
+            return Err(AuthError::FailedPrecondition {
+                reason: "NO_SESSION",
+                message: "an API key has no session to end; an admin revokes it with RevokeApiKey",
+            });
+        }
         let change = self.d.begin().await?;
         let audit = AuditRecord::new(AuditKind::Logout, client)
             .actor(&claims.user_id)

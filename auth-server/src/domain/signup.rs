@@ -120,6 +120,7 @@ async fn create_account_in(
             email_verified: spec.email_verified,
             created_at: None,
             external_id: None,
+            service_account: false,
         },
     )
     .await

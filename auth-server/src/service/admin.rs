@@ -8,10 +8,10 @@ use super::{
     RequestGuard, bearer_token, count, millis_of, timestamp, timestamp_millis, unsigned, user_pb,
 };
 use crate::{
-    domain::{Accounts, Actor, Admin, CreateUser, UserUpdate},
+    domain::{Accounts, Actor, Admin, CreateUser, ROLE_ADMIN, ROLE_EVENTS_SUBSCRIBER, UserUpdate},
     error::AuthError,
     passwords::Password,
-    storage::{audit::AuditFilter, users::UserFilter},
+    storage::{api_keys::ApiKeyRecord, audit::AuditFilter, users::UserFilter},
 };
 
 /// The gRPC face of [`Admin`].
@@ -32,12 +32,42 @@ impl AdminApi {
         }
     }
 
+    /// An admin, or a subscriber (role `events.subscriber`) for the reads a mirror needs.
+    async fn reader<T>(&self, request: &Request<T>) -> Result<(), AuthError> {
+        let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
+        if claims.roles.iter().any(|r| r == ROLE_ADMIN) {
+            crate::observe::record_user(&claims.user_id);
+            self.admin
+                .authorize(claims, self.guard.admit(request)?)
+                .await?;
+            return Ok(());
+        }
+        if claims.roles.iter().any(|r| r == ROLE_EVENTS_SUBSCRIBER) {
+            crate::observe::record_user(&claims.user_id);
+            return Ok(());
+        }
+        Err(AuthError::PermissionDenied(
+            "role admin or events.subscriber required",
+        ))
+    }
+
     async fn actor<T>(&self, request: &Request<T>) -> Result<Actor, AuthError> {
         let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
         crate::observe::record_user(&claims.user_id);
         self.admin
             .authorize(claims, self.guard.admit(request)?)
             .await
+    }
+}
+
+fn api_key_pb(key: ApiKeyRecord) -> pb::ApiKey {
+    pb::ApiKey {
+        id: key.id,
+        user_id: key.user_id,
+        name: key.name,
+        created_at: Some(timestamp_millis(key.created_at)),
+        expires_at: key.expires_at.map(timestamp_millis),
+        revoked_at: key.revoked_at.map(timestamp_millis),
     }
 }
 
@@ -80,6 +110,63 @@ fn user_update(req: &pb::UpdateUserRequest) -> Result<UserUpdate, AuthError> {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn create_service_account(
+        &self,
+        request: Request<pb::CreateServiceAccountRequest>,
+    ) -> Result<Response<pb::CreateServiceAccountResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let user = self
+            .admin
+            .create_service_account(&actor, &req.email, &req.display_name, req.roles)
+            .await?;
+        Ok(Response::new(pb::CreateServiceAccountResponse {
+            user: Some(user_pb(&user)),
+        }))
+    }
+
+    async fn issue_api_key(
+        &self,
+        request: Request<pb::IssueApiKeyRequest>,
+    ) -> Result<Response<pb::IssueApiKeyResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let expires_at = req.expires_at.as_ref().map(millis_of);
+        let (key, record) = self
+            .admin
+            .issue_api_key(&actor, &req.user_id, &req.name, expires_at)
+            .await?;
+        Ok(Response::new(pb::IssueApiKeyResponse {
+            api_key: key.expose().to_owned(),
+            key: Some(api_key_pb(record)),
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        self.actor(&request).await?;
+        let keys = self.admin.list_api_keys(&request.get_ref().user_id).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.into_iter().map(api_key_pb).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let key = self
+            .admin
+            .revoke_api_key(&actor, &request.get_ref().key_id)
+            .await?;
+        Ok(Response::new(pb::RevokeApiKeyResponse {
+            key: Some(api_key_pb(key)),
+        }))
+    }
+
     async fn import_users(
         &self,
         request: Request<tonic::Streaming<pb::ImportUsersRequest>>,
@@ -119,7 +206,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
-        self.actor(&request).await?;
+        self.reader(&request).await?;
         let d = self.admin.get_user(&request.get_ref().user_id).await?;
         Ok(Response::new(pb::GetUserResponse {
             details: Some(pb::UserDetails {

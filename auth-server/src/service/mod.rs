@@ -118,13 +118,22 @@ pub(crate) fn event_pb(event: &StoredEvent) -> pb::UserEvent {
         EventKind::PasswordChanged => pb::UserEventKind::PasswordChanged,
         EventKind::RolesChanged => pb::UserEventKind::RolesChanged,
         EventKind::SessionRevoked => pb::UserEventKind::SessionRevoked,
+        EventKind::ApiKeyIssued => pb::UserEventKind::ApiKeyIssued,
+        EventKind::ApiKeyRevoked => pb::UserEventKind::ApiKeyRevoked,
+    };
+    // The outbox keeps a key id in the column that holds a session id for SessionRevoked.
+    let subject = event.session_id.clone().unwrap_or_default();
+    let (session_id, api_key_id) = match event.kind {
+        EventKind::ApiKeyIssued | EventKind::ApiKeyRevoked => (String::new(), subject),
+        _ => (subject, String::new()),
     };
     pb::UserEvent {
         sequence: unsigned(event.sequence),
         occurred_at: Some(timestamp_millis(event.occurred_at)),
         kind: kind.into(),
         user: Some(user_pb(&event.user)),
-        session_id: event.session_id.clone().unwrap_or_default(),
+        session_id,
+        api_key_id,
     }
 }
 
@@ -139,6 +148,7 @@ pub(crate) fn user_pb(user: &UserRecord) -> pb::User {
         created_at: Some(timestamp_millis(user.created_at)),
         version: unsigned(user.version),
         external_id: user.external_id.clone().unwrap_or_default(),
+        service_account: user.service_account,
     }
 }
 

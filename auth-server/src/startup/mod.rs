@@ -23,10 +23,12 @@ use tower_layer::{Identity, Stack};
 
 use self::background::{Background, HEALTH_SERVICES};
 use crate::{
-    accept, clock,
+    accept,
+    apikeys::ApiKeys,
+    clock,
     config::Settings,
     domain::{AccountExtras, AccountSettings, Accounts, LockoutPolicy},
-    events::{EventHub, FeedSettings},
+    events::{EventHub, FeedSettings, FeedSinks},
     keys::{KeyManager, refresh_keys},
     limits::{ClassLimitLayer, MessageLimitLayer},
     mail::{MailError, Mailer},
@@ -110,6 +112,7 @@ struct Core {
     hasher: HashPool,
     tokens: Arc<TokenIssuer>,
     revocations: Revocations,
+    api_keys: ApiKeys,
     metrics: Metrics,
 }
 
@@ -210,6 +213,7 @@ impl Application {
             hasher,
             tokens,
             revocations: Revocations::new(),
+            api_keys: ApiKeys::new(settings.protection.api_key_rate),
             metrics,
         };
         let mailer = match &settings.protection.mail {
@@ -226,6 +230,7 @@ impl Application {
                 mfa: MfaCipher::load_or_generate(&settings.data_dir)?,
                 mailer,
                 metrics: core.metrics.clone(),
+                api_keys: core.api_keys.clone(),
             },
         );
         let (listener, local_addr) = bind(settings.listen).await?;
@@ -290,8 +295,15 @@ impl Application {
             database_url: settings.database_url.clone(),
             feed_capacity: settings.event_feed_capacity,
         };
-        let (hub, feed) =
-            EventHub::start(core.store.clone(), core.revocations.clone(), feed_settings).await?;
+        let sinks = FeedSinks {
+            revocations: core.revocations.clone(),
+            api_keys: core.api_keys.clone(),
+        };
+        let (hub, feed) = EventHub::start(core.store.clone(), sinks, feed_settings).await?;
+        // The API keys as of now, before the feed runs: every key change after the head it read
+        // reaches the set through the feed, after this load.
+        core.api_keys
+            .load(&storage::api_keys::live_keys(core.store.conn(), None).await?);
         for task in feed.tasks {
             background.spawn("event feed", task);
         }

@@ -57,11 +57,17 @@ pub enum AuditKind {
     AdminMfaReset,
     /// A user moved in by `import-users` or `ImportUsers`.
     UserImported,
+    /// Admin: service account created.
+    AdminServiceAccountCreated,
+    /// Admin: API key issued.
+    AdminApiKeyIssued,
+    /// Admin: API key revoked.
+    AdminApiKeyRevoked,
 }
 
 impl AuditKind {
     /// Every kind, for validating filters.
-    pub const ALL: [AuditKind; 23] = [
+    pub const ALL: [AuditKind; 26] = [
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
         AuditKind::LoginLocked,
@@ -85,6 +91,9 @@ impl AuditKind {
         AuditKind::AdminPasswordResetIssued,
         AuditKind::AdminMfaReset,
         AuditKind::UserImported,
+        AuditKind::AdminServiceAccountCreated,
+        AuditKind::AdminApiKeyIssued,
+        AuditKind::AdminApiKeyRevoked,
     ];
 
     /// Stored name.
@@ -113,6 +122,9 @@ impl AuditKind {
             AuditKind::AdminPasswordResetIssued => "admin_password_reset_issued",
             AuditKind::AdminMfaReset => "admin_mfa_reset",
             AuditKind::UserImported => "user_imported",
+            AuditKind::AdminServiceAccountCreated => "admin_service_account_created",
+            AuditKind::AdminApiKeyIssued => "admin_api_key_issued",
+            AuditKind::AdminApiKeyRevoked => "admin_api_key_revoked",
         }
     }
 

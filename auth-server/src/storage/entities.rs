@@ -31,6 +31,8 @@ pub mod users {
         pub deleted_at: Option<i64>,
         /// The id this user had in the system it was imported from; unique when set.
         pub external_id: Option<String>,
+        /// A service account: no password login, authenticates with API keys.
+        pub service_account: bool,
     }
 
     /// No relations are navigated through the ORM.
@@ -434,6 +436,50 @@ pub mod signing_keys {
                 .field("signing_from", &self.signing_from)
                 .field("retired_at", &self.retired_at)
                 .finish()
+        }
+    }
+
+    /// No relations are navigated through the ORM.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `api_keys`: a service account's keys, only their SHA-256 stored.
+pub mod api_keys {
+    use sea_orm::entity::prelude::*;
+
+    /// One key. Its `Debug` hides the hash.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_keys")]
+    pub struct Model {
+        /// UUID, also the key's visible prefix.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// The service account.
+        pub user_id: String,
+        /// What the key is for.
+        pub name: String,
+        /// Hex SHA-256 of the whole key.
+        pub secret_hash: String,
+        /// Issued.
+        pub created_at: i64,
+        /// The admin who issued it.
+        pub created_by: Option<String>,
+        /// Stops working at.
+        pub expires_at: Option<i64>,
+        /// Set once revoked.
+        pub revoked_at: Option<i64>,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ApiKey")
+                .field("id", &self.id)
+                .field("user_id", &self.user_id)
+                .field("secret_hash", &"[redacted]")
+                .finish_non_exhaustive()
         }
     }
 

@@ -55,6 +55,10 @@ pub enum EventKind {
     RolesChanged,
     /// One session revoked.
     SessionRevoked,
+    /// An API key issued to a service account (its id in the event's `session_id` column).
+    ApiKeyIssued,
+    /// An API key revoked (its id in the event's `session_id` column).
+    ApiKeyRevoked,
 }
 
 impl EventKind {
@@ -69,6 +73,8 @@ impl EventKind {
             EventKind::PasswordChanged => "password_changed",
             EventKind::RolesChanged => "roles_changed",
             EventKind::SessionRevoked => "session_revoked",
+            EventKind::ApiKeyIssued => "api_key_issued",
+            EventKind::ApiKeyRevoked => "api_key_revoked",
         }
     }
 
@@ -83,6 +89,8 @@ impl EventKind {
             "password_changed" => EventKind::PasswordChanged,
             "roles_changed" => EventKind::RolesChanged,
             "session_revoked" => EventKind::SessionRevoked,
+            "api_key_issued" => EventKind::ApiKeyIssued,
+            "api_key_revoked" => EventKind::ApiKeyRevoked,
             _ => return None,
         })
     }
@@ -97,7 +105,7 @@ pub struct StoredEvent {
     pub kind: EventKind,
     /// The user's public state after the change.
     pub user: UserRecord,
-    /// The revoked session, for `SessionRevoked`.
+    /// The revoked session, for `SessionRevoked`; the key, for `ApiKeyIssued`/`ApiKeyRevoked`.
     pub session_id: Option<String>,
     /// Commit time, unix ms.
     pub occurred_at: i64,

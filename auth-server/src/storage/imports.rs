@@ -31,6 +31,8 @@ pub struct NewUser {
     pub created_at: Option<i64>,
     /// The user's id in the system it came from.
     pub external_id: Option<String>,
+    /// A service account (no password, API keys).
+    pub service_account: bool,
 }
 
 pub(super) fn roles_json(roles: &[String]) -> StorageResult<String> {
@@ -104,6 +106,7 @@ pub async fn insert_users(
             updated_at: Set(now),
             deleted_at: Set(None),
             external_id: Set(user.external_id.clone()),
+            service_account: Set(user.service_account),
         });
         if let Some(hash) = user.password_hash {
             credential_rows.push(credentials::ActiveModel {
@@ -122,6 +125,7 @@ pub async fn insert_users(
             version: 1,
             created_at,
             external_id: user.external_id,
+            service_account: user.service_account,
         });
     }
     users::Entity::insert_many(user_rows).exec(conn).await?;

@@ -9,6 +9,7 @@
 //! the latest committed rows and InnoDB takes no gap locks, so the row-locking reads
 //! (`SELECT … FOR UPDATE`) behave on both servers alike.
 
+pub mod api_keys;
 pub mod audit;
 mod connect;
 mod entities;

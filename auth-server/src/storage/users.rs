@@ -46,6 +46,9 @@ pub struct UserRecord {
     /// The user's id in the system it was imported from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// A service account: no password login, API keys instead.
+    #[serde(default)]
+    pub service_account: bool,
 }
 
 impl TryFrom<users::Model> for UserRecord {
@@ -64,6 +67,7 @@ impl TryFrom<users::Model> for UserRecord {
             version: model.version,
             created_at: model.created_at,
             external_id: model.external_id,
+            service_account: model.service_account,
         })
     }
 }

@@ -61,6 +61,18 @@ pub enum TokenError {
     /// The session was revoked (logout, refresh reuse, password change).
     #[error("session revoked")]
     SessionRevoked,
+    /// An API key that is malformed, unknown, or whose secret does not match.
+    #[error("invalid API key")]
+    ApiKeyInvalid,
+    /// A revoked API key.
+    #[error("API key revoked")]
+    ApiKeyRevoked,
+    /// An API key past its expiry.
+    #[error("API key expired")]
+    ApiKeyExpired,
+    /// An API key whose service account is disabled or deleted.
+    #[error("account disabled")]
+    AccountDisabled,
 }
 
 impl TokenError {
@@ -76,6 +88,10 @@ impl TokenError {
             TokenError::Expired => "TOKEN_EXPIRED",
             TokenError::NotYetValid => "TOKEN_NOT_YET_VALID",
             TokenError::SessionRevoked => "SESSION_REVOKED",
+            TokenError::ApiKeyInvalid => "API_KEY_INVALID",
+            TokenError::ApiKeyRevoked => "API_KEY_REVOKED",
+            TokenError::ApiKeyExpired => "API_KEY_EXPIRED",
+            TokenError::AccountDisabled => "ACCOUNT_DISABLED",
         }
     }
 
@@ -91,6 +107,10 @@ impl TokenError {
             TokenError::Expired => "token expired",
             TokenError::NotYetValid => "token not yet valid",
             TokenError::SessionRevoked => "session revoked",
+            TokenError::ApiKeyInvalid => "invalid API key",
+            TokenError::ApiKeyRevoked => "API key revoked",
+            TokenError::ApiKeyExpired => "API key expired",
+            TokenError::AccountDisabled => "account disabled",
         }
     }
 }

@@ -379,6 +379,7 @@ async fn paging_over_1200_users_sees_each_exactly_once(db: Db) {
                 email_verified: false,
                 created_at: None,
                 external_id: None,
+                service_account: false,
             },
         )
         .await

@@ -152,11 +152,12 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    const ALL: [&str; 4] = [
+    const ALL: [&str; 5] = [
         "m20261126_000001_core",
         "m20261126_000002_protection",
         "m20261126_000003_signing_keys",
         "m20261130_000004_external_ids",
+        "m20261130_000005_api_keys",
     ];
     let now = status(&app);
     assert!(
@@ -172,13 +173,10 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
     );
     let now = status(&app);
     assert!(
-        now.contains("applied m20261126_000003_signing_keys"),
+        now.contains("applied m20261130_000004_external_ids"),
         "{now}"
     );
-    assert!(
-        now.contains("pending m20261130_000004_external_ids"),
-        "{now}"
-    );
+    assert!(now.contains("pending m20261130_000005_api_keys"), "{now}");
     let out = auth_server(&app, &["migrate", "down", "--steps", "10"], "");
     assert!(
         out.status.success(),

@@ -20,4 +20,5 @@ mod protection;
 mod reflection;
 mod rehash;
 mod reset;
+mod service_accounts;
 mod tls;
