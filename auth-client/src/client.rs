@@ -5,7 +5,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use auth_proto::pb::{self, auth_service_client::AuthServiceClient};
+use auth_proto::pb::{
+    self, admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
+};
 use tonic::{
     Request,
     metadata::MetadataValue,
@@ -37,6 +39,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct AuthClient {
     pub(crate) inner: AuthServiceClient<Channel>,
+    admin: AdminServiceClient<Channel>,
     timeout: Duration,
 }
 
@@ -261,7 +264,8 @@ impl AuthClient {
     /// A client over an existing channel.
     pub fn from_channel(channel: Channel) -> Self {
         Self {
-            inner: AuthServiceClient::new(channel),
+            inner: AuthServiceClient::new(channel.clone()),
+            admin: AdminServiceClient::new(channel),
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -448,6 +452,31 @@ impl AuthClient {
     ) -> Result<tonic::Streaming<pb::UserEventsResponse>, AuthClientError> {
         let request = with_bearer(pb::UserEventsRequest { after_sequence }, access_token)?;
         Ok(self.inner.clone().user_events(request).await?.into_inner())
+    }
+
+    /// `AdminService/GetUser`: one user, for a caller with role `admin` or `events.subscriber`
+    /// (a mirror fetching a user it has not seen yet). `credential` is an access token or an
+    /// API key. An unknown or deleted user is an error for which
+    /// [`AuthClientError::is_not_found`] holds.
+    pub async fn get_user(
+        &self,
+        credential: &str,
+        user_id: &str,
+    ) -> Result<pb::User, AuthClientError> {
+        let request = self.bearer(
+            pb::GetUserRequest {
+                user_id: user_id.to_owned(),
+            },
+            credential,
+        )?;
+        self.admin
+            .clone()
+            .get_user(request)
+            .await?
+            .into_inner()
+            .details
+            .and_then(|d| d.user)
+            .ok_or_else(|| AuthClientError::InvalidArgument("GetUser answered no user".into()))
     }
 
     /// `UserSnapshot`: the raw snapshot stream (header, then users).

@@ -56,6 +56,17 @@ impl AuthClientError {
         )
     }
 
+    /// Whether the server answered NOT_FOUND (for example `get_user` of a deleted user).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Self::Other {
+                code: Code::NotFound,
+                ..
+            }
+        )
+    }
+
     /// The `ErrorInfo` reason of an `Unauthenticated` error.
     pub fn reason(&self) -> Option<&str> {
         match self {

@@ -29,6 +29,9 @@ pub enum Credentials {
     },
     /// A fixed access token (it stops working when it expires).
     Token(String),
+    /// A service account's API key (`ak_…`, from `AdminService/IssueApiKey`): no login, no
+    /// expiry unless the admin set one, never subject to the email lockout.
+    ApiKey(String),
 }
 
 impl fmt::Debug for Credentials {
@@ -39,6 +42,7 @@ impl fmt::Debug for Credentials {
                 .field("email", email)
                 .finish_non_exhaustive(),
             Self::Token(_) => f.write_str("Token([redacted])"),
+            Self::ApiKey(_) => f.write_str("ApiKey([redacted])"),
         }
     }
 }
@@ -129,7 +133,7 @@ impl Subscriber {
             return Ok(token.clone());
         }
         let fresh = match &self.credentials {
-            Credentials::Token(token) => {
+            Credentials::Token(token) | Credentials::ApiKey(token) => {
                 (token.clone(), SystemTime::now() + Duration::from_secs(3600))
             }
             Credentials::Password { email, password } => {
@@ -187,7 +191,10 @@ impl Subscriber {
                             return Err(SubscriberError::Refused(error));
                         }
                         AuthClientError::Unauthenticated { .. }
-                            if matches!(self.credentials, Credentials::Token(_)) =>
+                            if matches!(
+                                self.credentials,
+                                Credentials::Token(_) | Credentials::ApiKey(_)
+                            ) =>
                         {
                             return Err(SubscriberError::Refused(error));
                         }
@@ -245,6 +252,23 @@ impl Subscriber {
                 () = &mut shutdown => return Ok(cursor),
                 () = tokio::time::sleep(self.backoff(failures)) => {}
             }
+        }
+    }
+
+    /// One user by id, with the subscriber's credentials (`AdminService/GetUser`): for a
+    /// caller whose user the mirror has not applied yet.
+    pub async fn get_user(&self, user_id: &str) -> Result<pb::User, AuthClientError> {
+        let token = self.access_token().await?;
+        match self.client.get_user(&token, user_id).await {
+            Err(AuthClientError::Unauthenticated { .. })
+                if matches!(self.credentials, Credentials::Password { .. }) =>
+            {
+                // The cached token may have been revoked: log in again, once.
+                self.forget_token().await;
+                let token = self.access_token().await?;
+                self.client.get_user(&token, user_id).await
+            }
+            other => other,
         }
     }
 

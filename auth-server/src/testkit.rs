@@ -251,6 +251,66 @@ impl Server {
     }
 }
 
+impl Server {
+    /// A service account with `roles` and an API key for it, made through AdminService (by an
+    /// admin account created for the purpose); returns the key.
+    pub async fn service_account_key(&self, email: &str, roles: &[&str]) -> String {
+        use auth_proto::pb::{
+            self, admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
+        };
+        let admin_email = format!("keys-admin-{}", email.replace('@', "-at-")) + "@example.com";
+        self.account_with_roles(&admin_email, &["admin"]).await;
+        let channel = tonic::transport::Endpoint::from_shared(self.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let login = AuthServiceClient::new(channel.clone())
+            .login(pb::LoginRequest {
+                email: admin_email,
+                password: PASSWORD.into(),
+            })
+            .await
+            .expect("admin login")
+            .into_inner();
+        fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+            let mut request = tonic::Request::new(message);
+            let value = format!("Bearer {token}").parse().expect("ascii token");
+            request.metadata_mut().insert("authorization", value);
+            request
+        }
+        let token = login.access_token;
+        let mut admin = AdminServiceClient::new(channel);
+        let user = admin
+            .create_service_account(bearer(
+                pb::CreateServiceAccountRequest {
+                    email: email.into(),
+                    display_name: "service".into(),
+                    roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                },
+                &token,
+            ))
+            .await
+            .expect("service account")
+            .into_inner()
+            .user
+            .expect("user");
+        admin
+            .issue_api_key(bearer(
+                pb::IssueApiKeyRequest {
+                    user_id: user.id,
+                    name: "test".into(),
+                    expires_at: None,
+                },
+                &token,
+            ))
+            .await
+            .expect("api key")
+            .into_inner()
+            .api_key
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some((tx, _)) = self.running.take() {

@@ -1,9 +1,9 @@
 //! The HTTP API: `GET /me`, `PATCH /me` behind the auth-client [`AuthLayer`], and the open
 //! `GET /health/sync`.
 
-use std::{sync::Arc, sync::atomic::Ordering, time::Duration};
+use std::{sync::Arc, sync::atomic::Ordering};
 
-use auth_client::{AuthLayer, Principal, Validator};
+use auth_client::{AuthLayer, Principal, Subscriber, Validator};
 use axum::{
     Extension, Json, Router,
     extract::State,
@@ -16,8 +16,6 @@ use serde_json::{Map, Value, json};
 
 use crate::{db, sync::SyncStatus};
 
-/// How long `/me` waits for a just-created user to reach the mirror before answering 503.
-const MIRROR_WAIT: Duration = Duration::from_secs(2);
 /// Fields only auth-server may write.
 const AUTH_OWNED: [&str; 8] = [
     "id",
@@ -37,6 +35,8 @@ pub struct AppState {
     pub db: DatabaseConnection,
     /// Sync progress.
     pub sync: Arc<SyncStatus>,
+    /// The auth service, with the mirror's credentials: fetches a user not mirrored yet.
+    pub auth: Arc<Subscriber>,
 }
 
 /// Errors of the API, each with its status; internals go to the log only.
@@ -45,7 +45,7 @@ pub enum ApiError {
     /// The caller asked for something invalid.
     #[error("{0}")]
     BadRequest(String),
-    /// The caller is valid but not mirrored yet.
+    /// The caller is valid but not mirrored yet, and the auth service could not be asked.
     #[error("profile not synchronised yet")]
     NotMirrored,
     /// The caller's account was deleted.
@@ -104,15 +104,30 @@ fn profile(row: &db::userbase::Model) -> Value {
     })
 }
 
-/// The caller's row, waiting briefly for the mirror to catch up with a brand-new user.
+/// The caller's row. A user the stream has not brought yet (created a moment ago) is fetched
+/// from the auth service with `GetUser` and stored as the stream would store it (the version
+/// decides, so the stream's later copy of the same change is a no-op).
 async fn mirrored(state: &AppState, user_id: &str) -> Result<db::userbase::Model, ApiError> {
-    let deadline = tokio::time::Instant::now() + MIRROR_WAIT;
-    loop {
-        match db::find_user(&state.db, user_id).await? {
-            Some(row) if row.deleted => return Err(ApiError::Gone),
-            Some(row) => return Ok(row),
-            None if tokio::time::Instant::now() >= deadline => return Err(ApiError::NotMirrored),
-            None => tokio::time::sleep(Duration::from_millis(50)).await,
+    let found = |row: Option<db::userbase::Model>| match row {
+        Some(row) if row.deleted => Err(ApiError::Gone),
+        Some(row) => Ok(Some(row)),
+        None => Ok(None),
+    };
+    if let Some(row) = found(db::find_user(&state.db, user_id).await?)? {
+        return Ok(row);
+    }
+    match state.auth.get_user(user_id).await {
+        Ok(user) => {
+            if let Err(error) = db::upsert_user(&state.db, &user, false).await {
+                // The stream may have inserted it meanwhile; only a row still missing is an error.
+                tracing::debug!(error.message = %error, "fetched user not stored");
+            }
+            found(db::find_user(&state.db, user_id).await?)?.ok_or(ApiError::NotMirrored)
+        }
+        Err(error) if error.is_not_found() => Err(ApiError::Gone),
+        Err(error) => {
+            tracing::warn!(error.message = %error, "cannot fetch a user not mirrored yet");
+            Err(ApiError::NotMirrored)
         }
     }
 }

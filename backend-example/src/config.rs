@@ -25,12 +25,25 @@ pub struct Config {
         default_value = "sqlite://backend.db?mode=rwc"
     )]
     pub database_url: String,
-    /// Service account email (role `events.subscriber`).
-    #[arg(long, env = "BACKEND_AUTH_EMAIL")]
-    pub auth_email: String,
+    /// The service account's API key (role `events.subscriber`; from `AdminService/IssueApiKey`):
+    /// preferred over an email and password, since no lockout of an email can stop it.
+    #[arg(long, env = "BACKEND_AUTH_API_KEY", hide_env_values = true)]
+    pub auth_api_key: Option<String>,
+    /// Service account email (role `events.subscriber`), when no API key is given.
+    #[arg(
+        long,
+        env = "BACKEND_AUTH_EMAIL",
+        required_unless_present = "auth_api_key"
+    )]
+    pub auth_email: Option<String>,
     /// Service account password (prefer the environment variable: flags show in `ps`).
-    #[arg(long, env = "BACKEND_AUTH_PASSWORD", hide_env_values = true)]
-    pub auth_password: String,
+    #[arg(
+        long,
+        env = "BACKEND_AUTH_PASSWORD",
+        hide_env_values = true,
+        required_unless_present = "auth_api_key"
+    )]
+    pub auth_password: Option<String>,
     /// CA (PEM) that auth-server's certificate chains to, for an `https://` auth URL (default:
     /// the system's roots).
     #[arg(long, env = "BACKEND_AUTH_CA_FILE")]
@@ -44,6 +57,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// How the mirror authenticates: the API key if given, else email and password.
+    pub fn credentials(&self) -> Result<auth_client::Credentials, auth_client::AuthClientError> {
+        match (&self.auth_api_key, &self.auth_email, &self.auth_password) {
+            (Some(key), _, _) => Ok(auth_client::Credentials::ApiKey(key.trim().to_owned())),
+            (None, Some(email), Some(password)) => Ok(auth_client::Credentials::Password {
+                email: email.clone(),
+                password: password.clone(),
+            }),
+            _ => Err(auth_client::AuthClientError::InvalidArgument(
+                "set BACKEND_AUTH_API_KEY, or BACKEND_AUTH_EMAIL and BACKEND_AUTH_PASSWORD".into(),
+            )),
+        }
+    }
+
     /// TLS options for the auth-server URL.
     pub fn auth_tls(&self) -> Result<auth_client::ClientTls, auth_client::AuthClientError> {
         let mut tls = auth_client::ClientTls::new();
@@ -64,6 +91,10 @@ impl fmt::Debug for Config {
             .field("auth_url", &self.auth_url)
             .field("auth_email", &self.auth_email)
             .field("auth_password", &"[redacted]")
+            .field(
+                "auth_api_key",
+                &self.auth_api_key.as_ref().map(|_| "[redacted]"),
+            )
             .field("auth_ca_file", &self.auth_ca_file)
             .field("auth_client_cert", &self.auth_client_cert)
             .finish_non_exhaustive()

@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 
-use auth_client::{AuthClient, Credentials, Subscriber, Validator};
+use auth_client::{AuthClient, Subscriber, Validator};
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
@@ -20,7 +20,7 @@ pub struct Backend {
     listener: TcpListener,
     state: AppState,
     validator: Validator,
-    subscriber: Subscriber,
+    subscriber: Arc<Subscriber>,
 }
 
 impl Backend {
@@ -35,12 +35,10 @@ impl Backend {
         let client = AuthClient::connect_lazy_with(&config.auth_url, &config.auth_tls()?)?
             .with_timeout(Duration::from_secs(2));
         let validator = Validator::builder(client.clone()).build();
-        let credentials = Credentials::Password {
-            email: config.auth_email.clone(),
-            password: config.auth_password.clone(),
-        };
-        let subscriber = Subscriber::new(client, credentials)
-            .with_backoff(Duration::from_millis(100), Duration::from_secs(5));
+        let subscriber = Arc::new(
+            Subscriber::new(client, config.credentials()?)
+                .with_backoff(Duration::from_millis(100), Duration::from_secs(5)),
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen on {}", config.listen))?;
@@ -48,6 +46,7 @@ impl Backend {
         let state = AppState {
             db,
             sync: Arc::new(SyncStatus::default()),
+            auth: Arc::clone(&subscriber),
         };
         Ok(Self {
             listener,

@@ -30,7 +30,7 @@ pub struct SyncStatus {
 /// Runs until `shutdown` turns true.
 pub async fn run(
     db: DatabaseConnection,
-    subscriber: Subscriber,
+    subscriber: Arc<Subscriber>,
     validator: Validator,
     status: Arc<SyncStatus>,
     mut shutdown: watch::Receiver<bool>,

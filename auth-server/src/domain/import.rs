@@ -288,6 +288,7 @@ impl Importer {
             return Ok(Vec::new());
         }
         let mut change = Change::begin(&self.store, &self.revocations).await?;
+        storage::imports::plan_for_values(change.db()).await?;
         let emails: Vec<String> = batch.iter().map(|c| c.user.email.clone()).collect();
         let ids: Vec<String> = batch
             .iter()

@@ -2,6 +2,7 @@
 //! shutdown signal. Tests use it with port 0 and read the port back. The background tasks
 //! live in `background.rs`, owned by one `JoinSet`.
 
+mod accounts;
 mod background;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -21,13 +22,16 @@ use tonic::transport::{
 use tonic_health::ServingStatus;
 use tower_layer::{Identity, Stack};
 
-use self::background::{Background, HEALTH_SERVICES};
+use self::{
+    accounts::account_settings,
+    background::{Background, HEALTH_SERVICES},
+};
 use crate::{
     accept,
     apikeys::ApiKeys,
     clock,
     config::Settings,
-    domain::{AccountExtras, AccountSettings, Accounts, LockoutPolicy},
+    domain::{AccountExtras, Accounts},
     events::{EventHub, FeedSettings, FeedSinks},
     keys::{KeyManager, refresh_keys},
     limits::{ClassLimitLayer, MessageLimitLayer},
@@ -152,26 +156,6 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
         return Err(StartupError::NotMigrated);
     }
     Ok(store)
-}
-
-/// The domain's rules from the configuration (`config` does not know the domain's types).
-fn account_settings(settings: &Settings) -> AccountSettings {
-    let lockout = settings.protection.lockout;
-    AccountSettings {
-        allow_registration: settings.allow_registration,
-        refresh_ttl: settings.refresh_token_ttl,
-        min_password_length: settings.hashing.min_password_length,
-        lockout: LockoutPolicy {
-            max_failures: lockout.lockout_max_failures,
-            window: Duration::from_secs(lockout.lockout_window_secs),
-            base_lock: Duration::from_secs(lockout.lockout_base_secs),
-            max_lock: Duration::from_secs(lockout.lockout_max_secs),
-        },
-        reset_token_ttl: settings.protection.reset_token_ttl,
-        invite_ttl: settings.protection.invite_ttl,
-        mfa_challenge_ttl: MFA_CHALLENGE_TTL,
-        totp_issuer: settings.issuer.clone(),
-    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {

@@ -39,6 +39,18 @@ pub(super) fn roles_json(roles: &[String]) -> StorageResult<String> {
     serde_json::to_string(roles).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
 
+/// On PostgreSQL, plans this transaction's statements for their actual values. The lookups below
+/// are prepared statements with one parameter per email; after five runs PostgreSQL may switch to
+/// a generic plan made when the table was still small (a sequential scan comparing every row
+/// with every parameter), which turns quadratic as an import grows the table.
+pub async fn plan_for_values(conn: &impl ConnectionTrait) -> StorageResult<()> {
+    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        conn.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
+            .await?;
+    }
+    Ok(())
+}
+
 /// Of `emails`, those that belong to a live user.
 pub async fn existing_emails(
     conn: &impl ConnectionTrait,

@@ -89,7 +89,7 @@ async fn a_service_accounts_key_subscribes_and_survives_a_lockout_of_its_email(d
         .expect("list")
         .into_inner()
         .keys;
-    assert_eq!(listed, [record.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&record));
     assert!(!format!("{listed:?}").contains(&key[36..]));
     let v = app.validate(&key).await.expect("valid key");
     assert_eq!(

@@ -12,7 +12,50 @@ every_backend_db!(
     auth_outage_serves_cached_tokens_refuses_unseen_ones_and_catches_up_after,
     backend_restart_resumes_from_its_stored_cursor,
     backend_owned_fields_survive_auth_changes,
+    an_api_key_mirror_fetches_a_user_it_has_not_seen,
 );
+
+async fn an_api_key_mirror_fetches_a_user_it_has_not_seen(db: Db) {
+    let dir = tempfile::tempdir().expect("dir");
+    let database = backend_db(db, &dir).await;
+    // No password account: the mirror has only its API key.
+    let auth = Server::start(TestDatabase::Sqlite, |_| {}).await;
+    let key = auth
+        .service_account_key(SERVICE_EMAIL, &["events.subscriber"])
+        .await;
+    let backend = TestBackend::start_config(backend_example::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        auth_url: auth.url(),
+        database_url: database.url.clone(),
+        auth_api_key: Some(key),
+        auth_email: None,
+        auth_password: None,
+        auth_ca_file: None,
+        auth_client_cert: None,
+        auth_client_key: None,
+    })
+    .await;
+    let (token, id) = user(&auth, "fresh@example.com").await;
+    backend.wait_applied(auth_head(&auth).await).await;
+    assert_eq!(backend.me(Some(&token)).await.status, 200);
+
+    // As if the stream had not brought it yet: the row is gone, the cursor is past its event.
+    {
+        use sea_orm::EntityTrait as _;
+        let conn = backend_example::db::connect(&database.url)
+            .await
+            .expect("backend db");
+        backend_example::db::userbase::Entity::delete_by_id(id.clone())
+            .exec(&conn)
+            .await
+            .expect("delete");
+        conn.close().await.ok();
+    }
+    let me = backend.me(Some(&token)).await;
+    assert_eq!(me.status, 200, "{:?}", me.json);
+    assert_eq!(me.json["email"], "fresh@example.com");
+    assert_eq!(me.json["plan_tier"], "free");
+}
 
 async fn new_users_reach_the_mirror_and_me_answers_401_or_200(db: Db) {
     let dir = tempfile::tempdir().expect("dir");
@@ -242,8 +285,9 @@ async fn the_mirror_syncs_and_me_answers_over_mutual_tls() {
         listen: "127.0.0.1:0".parse().expect("addr"),
         auth_url: auth.tls_url(),
         database_url: database.url.clone(),
-        auth_email: SERVICE_EMAIL.into(),
-        auth_password: PASSWORD.into(),
+        auth_api_key: None,
+        auth_email: Some(SERVICE_EMAIL.into()),
+        auth_password: Some(PASSWORD.into()),
         auth_ca_file: Some(certs.ca.clone()),
         auth_client_cert: Some(certs.client_cert.clone()),
         auth_client_key: Some(certs.client_key.clone()),
