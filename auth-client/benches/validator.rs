@@ -1,5 +1,7 @@
 //! In-process costs of the client, each next to its baseline in the same run:
-//! - a cached `Validator::validate` hit vs a bare moka `get` of the same key and value types;
+//! - a cached `Validator::validate` hit vs a bare moka `get` of the same key and value types,
+//!   and the server's in-memory API key check (`ApiKeys::check`: SHA-256, constant-time
+//!   compare, per-key rate limit) next to them;
 //! - offline verification (TTL 0, so every call verifies) vs raw `pasetors` verify;
 //! - the `AuthLayer` per request (cached token) vs the same axum router without it.
 //!
@@ -119,6 +121,34 @@ fn validator(c: &mut Criterion) {
             })
         },
     );
+    let keys = auth_server::apikeys::ApiKeys::new(std::num::NonZeroU32::MAX);
+    let api_key = auth_server::apikeys::NewApiKey::generate();
+    keys.insert(&auth_server::storage::api_keys::LiveKey {
+        key: auth_server::storage::api_keys::ApiKeyRecord {
+            id: api_key.id.clone(),
+            user_id: "0190a000-0000-7000-8000-000000000000".into(),
+            name: "bench".into(),
+            created_at: 0,
+            expires_at: None,
+            revoked_at: None,
+        },
+        secret_hash: api_key.hash(),
+        user: auth_server::storage::UserRecord {
+            id: "0190a000-0000-7000-8000-000000000000".into(),
+            email: "svc@example.com".into(),
+            email_verified: false,
+            display_name: String::new(),
+            roles: vec!["events.subscriber".into()],
+            disabled: false,
+            version: 1,
+            created_at: 0,
+            external_id: None,
+            service_account: true,
+        },
+    });
+    group.bench_function("server ApiKeys::check (API key, in memory)", |b| {
+        b.iter(|| black_box(keys.check(black_box(api_key.expose())).expect("valid")))
+    });
     group.bench_function("bare moka get (fixed 32-byte key, Arc value)", |b| {
         b.iter_custom(|iters| {
             f.rt.block_on(async {

@@ -16,6 +16,7 @@ use std::{
 use base64::Engine as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter as Governor};
 use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::{
@@ -224,7 +225,7 @@ impl ApiKeys {
     pub fn check(&self, presented: &str) -> Result<KeyPrincipal, KeyRefusal> {
         let presented = presented.trim();
         let id = key_id(presented).ok_or(KeyRefusal::Invalid)?;
-        let hash = digest(&sha256_hex(presented));
+        let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let principal = {
             let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
             let entry = keys.get(&id).ok_or(KeyRefusal::Invalid)?;
