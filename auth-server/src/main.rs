@@ -99,9 +99,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             if let Some(path) = &args.invites_file {
                 say!(
-                    "{} invite tokens written to {}",
-                    report.invites,
-                    path.display()
+                    "invite tokens written to {}: {}",
+                    path.display(),
+                    report.invites
                 );
             }
             if s.rejected > 0 {

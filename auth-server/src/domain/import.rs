@@ -145,7 +145,13 @@ struct Candidate {
     line: u64,
     user: NewUser,
     format: Option<legacy::HashFormat>,
+    /// No hash and invites are off: rejected, unless the user is already there (skipped).
+    uninvitable: bool,
 }
+
+/// Why a row without a hash cannot be imported when invites are off.
+const NO_INVITES: &str =
+    "no password_hash, and invites are off (give an invites file to import it as an invite)";
 
 fn rejected(line: u64, email: String, reason: impl Into<String>) -> Box<RowResult> {
     Box::new(RowResult {
@@ -211,14 +217,9 @@ impl Importer {
         }
         let format = match &row.password_hash {
             Some(hash) => Some(legacy::check(&hash.0).map_err(&fail)?),
-            None if self.source.invites => None,
-            None => {
-                return Err(fail(
-                    "no password_hash, and invites are off (give an invites file to import it as an invite)"
-                        .into(),
-                ));
-            }
+            None => None,
         };
+        let uninvitable = format.is_none() && !self.source.invites;
         if let Some(first) = self.seen_emails.get(&email) {
             return Err(fail(format!("duplicate email: first seen at line {first}")));
         }
@@ -242,6 +243,7 @@ impl Importer {
                 service_account: false,
             },
             format,
+            uninvitable,
         })
     }
 
@@ -308,6 +310,8 @@ impl Importer {
                     email,
                     outcome: RowOutcome::Skipped("a user with this email is already there".into()),
                 });
+            } else if candidate.uninvitable {
+                results.push(*rejected(line, email, NO_INVITES));
             } else if let Some(owner) = candidate
                 .user
                 .external_id
