@@ -124,16 +124,21 @@ async fn baseline(store: &Store, rows: &[ImportRow], outbox: bool) -> anyhow::Re
     Ok(rows.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-/// The importer, as `import-users` drives it: rows/s.
-async fn import(store: &Store, rows: Vec<ImportRow>) -> anyhow::Result<f64> {
-    let n = rows.len();
+/// An import run as `import-users` makes one (no invites).
+fn importer(store: &Store) -> Importer {
     let source = ImportSource {
         actor_id: None,
         client: ClientInfo::default(),
         invites: false,
         invite_ttl: std::time::Duration::from_secs(3600),
     };
-    let mut importer = Importer::new(store.clone(), Revocations::new(), source);
+    Importer::new(store.clone(), Revocations::new(), source)
+}
+
+/// The importer, as `import-users` drives it: rows/s.
+async fn import(store: &Store, rows: Vec<ImportRow>) -> anyhow::Result<f64> {
+    let n = rows.len();
+    let mut importer = importer(store);
     let start = Instant::now();
     let mut imported = 0;
     let mut rows = rows.into_iter().peekable();
@@ -177,16 +182,7 @@ async fn main() -> anyhow::Result<()> {
         let i = import(&store, all).await?;
         // A re-run of the same rows: every one skipped, nothing written.
         let again = Instant::now();
-        let mut rerun = Importer::new(
-            store.clone(),
-            Revocations::new(),
-            ImportSource {
-                actor_id: None,
-                client: ClientInfo::default(),
-                invites: false,
-                invite_ttl: std::time::Duration::from_secs(3600),
-            },
-        );
+        let mut rerun = importer(&store);
         let mut skipped = 0;
         for chunk in rows(args.rows).chunks(IMPORT_BATCH) {
             skipped += rerun

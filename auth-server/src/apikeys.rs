@@ -203,6 +203,16 @@ impl ApiKeys {
 
     /// Takes the owner's roles and state from an event's payload.
     pub fn apply_user(&self, user: &UserRecord) {
+        // Every event passes here; most users own no key, so look before taking the write lock.
+        let owns_keys = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|e| e.user_id == user.id);
+        if !owns_keys {
+            return;
+        }
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
         for e in keys.values_mut().filter(|e| e.user_id == user.id) {
             e.roles.clone_from(&user.roles);

@@ -422,6 +422,10 @@ pub async fn import_users(
 mod tests {
     use super::*;
 
+    fn why(row: &ImportRow) -> &str {
+        row.unreadable.as_deref().unwrap_or_default()
+    }
+
     #[test]
     fn jsonl_rows_keep_their_line_and_report_what_is_unreadable() {
         let input = concat!(
@@ -439,27 +443,9 @@ mod tests {
         assert_eq!(rows[0].external_id.as_deref(), Some("17"));
         assert!(rows[0].unreadable.is_none());
         assert_eq!(rows[1].line, 3);
-        assert!(
-            rows[1]
-                .unreadable
-                .as_deref()
-                .unwrap_or_default()
-                .contains("not a user object")
-        );
-        assert!(
-            rows[2]
-                .unreadable
-                .as_deref()
-                .unwrap_or_default()
-                .contains("colour")
-        );
-        assert!(
-            rows[3]
-                .unreadable
-                .as_deref()
-                .unwrap_or_default()
-                .contains("RFC 3339")
-        );
+        assert!(why(&rows[1]).contains("not a user object"));
+        assert!(why(&rows[2]).contains("colour"));
+        assert!(why(&rows[3]).contains("RFC 3339"));
     }
 
     #[test]
@@ -477,13 +463,7 @@ mod tests {
         assert_eq!(rows[0].created_at, Some(1_577_934_245_000));
         assert!(rows[0].password_hash.is_none());
         assert_eq!(rows[1].line, 3);
-        assert!(
-            rows[1]
-                .unreadable
-                .as_deref()
-                .unwrap_or_default()
-                .contains("maybe")
-        );
+        assert!(why(&rows[1]).contains("maybe"));
         assert!(csv_rows("email,colour\n".as_bytes()).is_err());
         assert!(csv_rows("name\n".as_bytes()).is_err());
     }

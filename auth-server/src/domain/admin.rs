@@ -177,6 +177,7 @@ impl Admin {
             display_name: &new.display_name,
             roles: new.roles,
             email_verified: new.email_verified,
+            service_account: false,
         };
         let creator = Creator {
             kind: AuditKind::AdminUserCreated,

@@ -10,18 +10,17 @@ use serde_json::json;
 
 use super::{
     Accounts, Actor, Admin,
-    rules::{check_display_name, check_roles, check_user_id},
+    rules::check_user_id,
+    signup::{AccountSpec, Creator},
 };
 use crate::{
     apikeys::{KeyRefusal, NewApiKey},
     clock,
     error::AuthError,
-    passwords,
     storage::{
         self, EventKind, UserRecord,
         api_keys::{ApiKeyRecord, LiveKey},
         audit::AuditKind,
-        users::NewUser,
     },
     tokens::{AccessClaims, TokenError},
 };
@@ -92,31 +91,20 @@ impl Admin {
         display_name: &str,
         roles: Vec<String>,
     ) -> Result<UserRecord, AuthError> {
-        let email = passwords::normalize_email(email)?;
-        let display_name = check_display_name(display_name)?;
-        let roles = check_roles(roles)?;
-        let mut change = self.d().begin().await?;
-        let new = NewUser {
+        let spec = AccountSpec {
             email,
+            password: None,
             display_name,
             roles,
-            password_hash: None,
             email_verified: false,
-            created_at: None,
-            external_id: None,
             service_account: true,
         };
-        let user = storage::users::create_user(change.db(), new)
-            .await
-            .map_err(|e| match e {
-                storage::StorageError::Duplicate(_) => AuthError::EmailTaken,
-                other => other.into(),
-            })?;
-        change.event(EventKind::UserCreated, &user);
-        let record = Self::audit(actor, AuditKind::AdminServiceAccountCreated, &user.id)
-            .detail(json!({ "email": user.email, "roles": user.roles }));
-        change.audit(record).await?;
-        change.commit().await?;
+        let creator = Creator {
+            kind: AuditKind::AdminServiceAccountCreated,
+            actor_id: Some(&actor.user_id),
+            client: &actor.client,
+        };
+        let (user, _) = self.accounts.create_account(spec, creator, false).await?;
         tracing::info!(user_id = %user.id, "service account created");
         Ok(user)
     }

@@ -48,6 +48,8 @@ pub(super) struct AccountSpec<'a> {
     pub display_name: &'a str,
     pub roles: Vec<String>,
     pub email_verified: bool,
+    /// A service account (no password; API keys).
+    pub service_account: bool,
 }
 
 /// Creates an account with a password and writes `UserCreated` in the same transaction.
@@ -69,6 +71,7 @@ pub async fn create_account(
         display_name: new.display_name,
         roles: new.roles,
         email_verified: false,
+        service_account: false,
     };
     let creator = Creator {
         kind: AuditKind::AdminUserCreated,
@@ -120,7 +123,7 @@ async fn create_account_in(
             email_verified: spec.email_verified,
             created_at: None,
             external_id: None,
-            service_account: false,
+            service_account: spec.service_account,
         },
     )
     .await
@@ -203,6 +206,7 @@ impl Accounts {
             display_name,
             roles: Vec::new(),
             email_verified: false,
+            service_account: false,
         };
         let creator = Creator {
             kind: AuditKind::UserRegistered,

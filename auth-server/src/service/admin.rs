@@ -5,7 +5,8 @@ use auth_proto::pb::{self, admin_service_server::AdminService};
 use tonic::{Request, Response, Status};
 
 use super::{
-    RequestGuard, bearer_token, count, millis_of, timestamp, timestamp_millis, unsigned, user_pb,
+    RequestGuard, bearer_token, count, millis_of, non_empty, timestamp, timestamp_millis, unsigned,
+    user_pb,
 };
 use crate::{
     domain::{Accounts, Actor, Admin, CreateUser, ROLE_ADMIN, ROLE_EVENTS_SUBSCRIBER, UserUpdate},
@@ -69,11 +70,6 @@ fn api_key_pb(key: ApiKeyRecord) -> pb::ApiKey {
         expires_at: key.expires_at.map(timestamp_millis),
         revoked_at: key.revoked_at.map(timestamp_millis),
     }
-}
-
-fn non_empty(s: &str) -> Option<String> {
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_owned())
 }
 
 /// Maps an `update_mask` onto the request's fields; unknown paths are INVALID_ARGUMENT. Paths

@@ -3,7 +3,7 @@
 use auth_proto::pb;
 use tonic::Streaming;
 
-use super::timestamp;
+use super::{non_empty, timestamp};
 use crate::{
     clock::millis_of_timestamp,
     domain::{ImportRow, ImportSummary, Importer, RowOutcome, RowResult},
@@ -17,10 +17,6 @@ pub(super) const MAX_ROWS_PER_MESSAGE: usize = 1000;
 /// Most skipped rows listed in the report (all are counted).
 const MAX_SKIPPED_LISTED: usize = 1000;
 
-fn non_empty(s: String) -> Option<String> {
-    (!s.trim().is_empty()).then_some(s)
-}
-
 fn import_row(row: u64, user: pb::ImportedUser) -> ImportRow {
     ImportRow {
         line: row,
@@ -29,8 +25,8 @@ fn import_row(row: u64, user: pb::ImportedUser) -> ImportRow {
         email_verified: user.email_verified,
         roles: user.roles,
         created_at: user.created_at.as_ref().map(millis_of_timestamp),
-        external_id: non_empty(user.external_id),
-        password_hash: non_empty(user.password_hash).map(PasswordHash),
+        external_id: non_empty(&user.external_id),
+        password_hash: non_empty(&user.password_hash).map(PasswordHash),
         unreadable: None,
     }
 }

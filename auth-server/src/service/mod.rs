@@ -97,6 +97,12 @@ impl RequestGuard {
     }
 }
 
+/// A trimmed optional text field: empty or blank is none.
+pub(crate) fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
 /// A count for a `uint32` field, saturating (no count here comes near 2^32).
 pub(crate) fn count(n: impl TryInto<u32>) -> u32 {
     n.try_into().unwrap_or(u32::MAX)
