@@ -144,6 +144,7 @@ fn validator(c: &mut Criterion) {
             created_at: 0,
             external_id: None,
             service_account: true,
+            metadata: Default::default(),
         },
     });
     group.bench_function("server ApiKeys::check (API key, in memory)", |b| {

@@ -430,6 +430,12 @@ impl AuthClient {
             roles: r.roles,
             expires_at: system_time(r.expires_at),
             token_id: r.token_id,
+            organizations: r
+                .organizations
+                .into_iter()
+                .map(|o| (o.organization_id, o.roles))
+                .collect(),
+            organizations_truncated: r.organizations_truncated,
         })
     }
 

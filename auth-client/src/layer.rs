@@ -4,7 +4,7 @@
 //! | token | gRPC request (`content-type: application/grpc…`) | HTTP request |
 //! | --- | --- | --- |
 //! | missing, malformed or refused | `UNAUTHENTICATED` (with `ErrorInfo` reason) | 401 + `WWW-Authenticate: Bearer` |
-//! | valid but lacks the required role | `PERMISSION_DENIED` | 403 |
+//! | valid but lacks the required role (or organization role) | `PERMISSION_DENIED` | 403 |
 //! | auth service could not decide | `UNAVAILABLE` | 503 + `Retry-After: 1` |
 //! | valid | the inner service, with the [`Principal`] in the request extensions | same |
 
@@ -37,6 +37,55 @@ use crate::{AuthClientError, Principal, Validator};
 pub struct AuthLayer {
     validator: Validator,
     required_role: Option<Arc<str>>,
+    required_org_role: Option<Arc<(OrgFrom, String)>>,
+}
+
+/// Where [`AuthLayer::require_org_role`] finds the organization a request is about.
+#[derive(Debug, Clone)]
+pub enum OrgFrom {
+    /// A request header, for example `x-organization-id`.
+    Header(http::HeaderName),
+    /// A path parameter: the segment of the request path that stands where `{name}` stands
+    /// in the pattern, for example `/orgs/{org}/projects` with name `org`. A path that does not
+    /// match the pattern names no organization.
+    Path {
+        /// The route pattern, `/`-separated, with `{param}` segments.
+        pattern: String,
+        /// The parameter that holds the organization id.
+        name: String,
+    },
+}
+
+impl OrgFrom {
+    /// The organization id named by `request`, if any.
+    fn find<B>(&self, request: &Request<B>) -> Option<String> {
+        match self {
+            OrgFrom::Header(name) => {
+                let mut values = request.headers().get_all(name).iter();
+                let value = values.next()?.to_str().ok()?.trim();
+                (values.next().is_none() && !value.is_empty()).then(|| value.to_owned())
+            }
+            OrgFrom::Path { pattern, name } => {
+                let wanted = format!("{{{name}}}");
+                let mut path = request.uri().path().trim_end_matches('/').split('/');
+                let mut found = None;
+                for expected in pattern.trim_end_matches('/').split('/') {
+                    let segment = path.next()?;
+                    if expected == wanted {
+                        found = Some(segment);
+                    } else if !(expected.starts_with('{') && expected.ends_with('}'))
+                        && expected != segment
+                    {
+                        return None;
+                    }
+                }
+                if path.next().is_some() {
+                    return None;
+                }
+                found.filter(|s| !s.is_empty()).map(str::to_owned)
+            }
+        }
+    }
 }
 
 impl AuthLayer {
@@ -45,6 +94,7 @@ impl AuthLayer {
         Self {
             validator,
             required_role: None,
+            required_org_role: None,
         }
     }
 
@@ -52,6 +102,29 @@ impl AuthLayer {
     #[must_use]
     pub fn require_role(mut self, role: impl Into<Arc<str>>) -> Self {
         self.required_role = Some(role.into());
+        self
+    }
+
+    /// Also requires the caller to hold `role` in the organization the request names (taken
+    /// `from` a header or path parameter), as the token lists it: a request that names no
+    /// organization, or one the token does not list with `role`, is `PERMISSION_DENIED` / 403.
+    /// Tokens carry memberships as of their issue, so a removal shows at the next refresh;
+    /// check your own mirror where that matters.
+    ///
+    /// ```
+    /// # fn example(validator: auth_client::Validator) {
+    /// use auth_client::{AuthLayer, OrgFrom};
+    /// // `/orgs/{org}/...` needs role `editor` in that organization.
+    /// let layer = AuthLayer::new(validator).require_org_role(
+    ///     OrgFrom::Path { pattern: "/orgs/{org}/documents".into(), name: "org".into() },
+    ///     "editor",
+    /// );
+    /// # let _ = layer;
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn require_org_role(mut self, from: OrgFrom, role: impl Into<String>) -> Self {
+        self.required_org_role = Some(Arc::new((from, role.into())));
         self
     }
 }
@@ -64,6 +137,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             validator: self.validator.clone(),
             required_role: self.required_role.clone(),
+            required_org_role: self.required_org_role.clone(),
         }
     }
 }
@@ -74,6 +148,7 @@ pub struct RequireAuth<S> {
     inner: S,
     validator: Validator,
     required_role: Option<Arc<str>>,
+    required_org_role: Option<Arc<(OrgFrom, String)>>,
 }
 
 // === impl RequireAuth ===
@@ -172,6 +247,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let validator = self.validator.clone();
         let required_role = self.required_role.clone();
+        let required_org_role = self.required_org_role.clone();
         Box::pin(async move {
             let grpc = is_grpc(&request);
             let token = match bearer(request.headers()) {
@@ -192,6 +268,15 @@ where
                 && !principal.has_role(role)
             {
                 return Ok(deny(grpc, Denial::PermissionDenied));
+            }
+            if let Some(required) = &required_org_role {
+                let (from, role) = &**required;
+                let allowed = from
+                    .find(&request)
+                    .is_some_and(|org| principal.has_org_role(&org, role));
+                if !allowed {
+                    return Ok(deny(grpc, Denial::PermissionDenied));
+                }
             }
             request.extensions_mut().insert(principal);
             inner.call(request).await

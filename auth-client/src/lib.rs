@@ -55,7 +55,7 @@ pub use client::{
     AuthClient, ClientTls, DEFAULT_TIMEOUT, LoginOutcome, MfaChallenge, MfaCode, Session,
 };
 pub use error::AuthClientError;
-pub use layer::{AuthLayer, RequireAuth};
+pub use layer::{AuthLayer, OrgFrom, RequireAuth};
 pub use principal::Principal;
 pub use subscriber::{Credentials, Snapshot, Subscriber, SubscriberError};
 pub use validator::{Validator, ValidatorBuilder, ValidatorStats};

@@ -39,6 +39,10 @@ struct Claims {
     sid: String,
     #[serde(default)]
     roles: Vec<String>,
+    #[serde(default)]
+    orgs: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    orgs_truncated: bool,
     iat: String,
     nbf: String,
     exp: String,
@@ -178,6 +182,8 @@ impl OfflineVerifier {
             roles: payload.roles,
             expires_at: SystemTime::from(expires_at),
             token_id: payload.jti,
+            organizations: payload.orgs,
+            organizations_truncated: payload.orgs_truncated,
         })
     }
 

@@ -93,12 +93,16 @@ pub struct Subscriber {
 }
 
 /// What a snapshot bootstrap produced.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Subscribe after this sequence.
     pub as_of_sequence: u64,
     /// Every user as of that sequence.
     pub users: Vec<pb::User>,
+    /// Every live organization as of that sequence.
+    pub organizations: Vec<pb::Organization>,
+    /// Every live membership as of that sequence.
+    pub memberships: Vec<pb::Membership>,
 }
 
 impl Subscriber {
@@ -277,10 +281,7 @@ impl Subscriber {
     pub async fn snapshot(&self) -> Result<Snapshot, AuthClientError> {
         let token = self.access_token().await?;
         let mut stream = self.client.user_snapshot(&token).await?;
-        let mut snapshot = Snapshot {
-            as_of_sequence: 0,
-            users: Vec::new(),
-        };
+        let mut snapshot = Snapshot::default();
         let mut header = false;
         while let Some(message) = stream.message().await? {
             match message.item {
@@ -292,6 +293,13 @@ impl Subscriber {
                         .reserve(usize::try_from(h.user_count).unwrap_or(0).min(1 << 20));
                 }
                 Some(pb::user_snapshot_response::Item::User(user)) => snapshot.users.push(user),
+                Some(pb::user_snapshot_response::Item::Organization(org)) => {
+                    snapshot.organizations.push(org);
+                }
+                Some(pb::user_snapshot_response::Item::Membership(m)) => {
+                    snapshot.memberships.push(m);
+                }
+                // An item kind newer than this client: skipped.
                 None => {}
             }
         }

@@ -11,7 +11,7 @@ use auth_server::{
     passwords::HashingSettings,
     passwords::{HashPool, Password},
     revocation::Revocations,
-    tokens::{KeySet, SigningKey, TokenIssuer},
+    tokens::{KeySet, SigningKey, TokenIssuer, TokenMemberships},
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 use pasetors::{
@@ -28,8 +28,25 @@ fn tokens(c: &mut Criterion) {
         Duration::from_secs(900),
     );
     let roles = vec!["admin".to_owned()];
+    let none = TokenMemberships::default();
     let token = issuer
-        .issue("0190c1d2-user", "0190c1d2-session", &roles)
+        .issue("0190c1d2-user", "0190c1d2-session", &roles, &none)
+        .expect("issue")
+        .token;
+    // A member of as many organizations as a token carries (32 ids with one role each).
+    let full = TokenMemberships {
+        organizations: (0..32)
+            .map(|i| {
+                (
+                    format!("0190c1d2-0000-7000-8000-{i:012}"),
+                    vec!["editor".to_owned()],
+                )
+            })
+            .collect(),
+        truncated: false,
+    };
+    let member_token = issuer
+        .issue("0190c1d2-user", "0190c1d2-session", &roles, &full)
         .expect("issue")
         .token;
     let revocations = Revocations::new();
@@ -41,8 +58,34 @@ fn tokens(c: &mut Criterion) {
     group.bench_function("issue", |b| {
         b.iter(|| {
             issuer
-                .issue(black_box("0190c1d2-user"), "0190c1d2-session", &roles)
+                .issue(
+                    black_box("0190c1d2-user"),
+                    "0190c1d2-session",
+                    &roles,
+                    &none,
+                )
                 .expect("issue")
+        })
+    });
+    group.bench_function("issue (32 memberships)", |b| {
+        b.iter(|| {
+            issuer
+                .issue(
+                    black_box("0190c1d2-user"),
+                    "0190c1d2-session",
+                    &roles,
+                    &full,
+                )
+                .expect("issue")
+        })
+    });
+    group.bench_function("verify (ours, first sight, 32 memberships)", |b| {
+        b.iter(|| {
+            let now = time::OffsetDateTime::now_utc();
+            let (claims, _) = issuer
+                .verify_signed(black_box(&member_token), now)
+                .expect("valid");
+            black_box(revocations.is_revoked(&claims.session_id))
         })
     });
     group.bench_function(

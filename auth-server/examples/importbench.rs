@@ -18,7 +18,7 @@ use auth_server::{
     domain::{IMPORT_BATCH, ImportRow, ImportSource, Importer, RowOutcome},
     revocation::Revocations,
     storage::{
-        ClientInfo, EventKind, Store,
+        ClientInfo, EventKind, EventSubject, Store,
         audit::{AuditKind, AuditRecord, append_audits},
         events::{NewEvent, append_events},
         users,
@@ -96,15 +96,18 @@ async fn baseline(store: &Store, rows: &[ImportRow], outbox: bool) -> anyhow::Re
                 created_at: r.created_at,
                 external_id: r.external_id.clone(),
                 service_account: false,
+                metadata: Default::default(),
             })
             .collect();
         let created = auth_server::storage::imports::insert_users(&*tx, new).await?;
         if outbox {
-            let events: Vec<NewEvent<'_>> = created
+            let subjects: Vec<EventSubject> =
+                created.iter().cloned().map(EventSubject::User).collect();
+            let events: Vec<NewEvent<'_>> = subjects
                 .iter()
-                .map(|user| NewEvent {
+                .map(|subject| NewEvent {
                     kind: EventKind::UserCreated,
-                    user,
+                    subject,
                     session_id: None,
                 })
                 .collect();

@@ -295,6 +295,7 @@ mod tests {
                 created_at: 0,
                 external_id: None,
                 service_account: true,
+                metadata: Default::default(),
             },
         }
     }

@@ -67,10 +67,20 @@ pub enum AuthError {
     #[error("{0} not found")]
     NotFound(&'static str),
     /// `expected_version` no longer matches.
-    #[error("user changed concurrently (version {current})")]
+    #[error("{what} changed concurrently (version {current})")]
     VersionConflict {
-        /// The user's version now.
+        /// What changed: `user`, `organization` or `membership`.
+        what: &'static str,
+        /// Its version now.
         current: i64,
+    },
+    /// The object to create exists already; `reason` is machine-readable.
+    #[error("{message}")]
+    AlreadyExists {
+        /// ErrorInfo reason.
+        reason: &'static str,
+        /// Message for the caller.
+        message: &'static str,
     },
     /// The change would leave no enabled admin.
     #[error("the last enabled admin cannot be disabled, deleted or lose role admin")]
@@ -186,9 +196,11 @@ impl From<AuthError> for Status {
             AuthError::NotFound(what) => {
                 with_reason(Code::NotFound, &format!("{what} not found"), "NOT_FOUND")
             }
-            AuthError::VersionConflict { current } => Status::with_error_details(
+            AuthError::VersionConflict { what, current } => Status::with_error_details(
                 Code::Aborted,
-                format!("the user changed meanwhile (version is now {current}); re-read and retry"),
+                format!(
+                    "the {what} changed meanwhile (version is now {current}); re-read and retry"
+                ),
                 ErrorDetails::with_error_info(
                     "VERSION_MISMATCH",
                     ERROR_DOMAIN,
@@ -200,6 +212,9 @@ impl From<AuthError> for Status {
                 "the last enabled admin cannot be disabled, deleted or lose role admin",
                 "LAST_ADMIN",
             ),
+            AuthError::AlreadyExists { reason, message } => {
+                with_reason(Code::AlreadyExists, message, reason)
+            }
             AuthError::FailedPrecondition { reason, message } => {
                 with_reason(Code::FailedPrecondition, message, reason)
             }

@@ -390,7 +390,11 @@ async fn apply(store: &Store, sinks: &FeedSinks, event: &StoredEvent) -> Result<
             }
         }
         (EventKind::ApiKeyRevoked, Some(key_id)) => sinks.api_keys.revoke(key_id),
-        _ => sinks.api_keys.apply_user(&event.user),
+        _ => {
+            if let Some(user) = event.user() {
+                sinks.api_keys.apply_user(user);
+            }
+        }
     }
     Ok(())
 }
@@ -431,15 +435,23 @@ pub fn snapshot(store: Store) -> mpsc::Receiver<Result<SnapshotItem, StorageErro
 /// One item of a snapshot stream.
 #[derive(Debug)]
 pub enum SnapshotItem {
-    /// First: the sequence the snapshot reflects and how many users follow.
+    /// First: the sequence the snapshot reflects and how many of each follow.
     Header {
         /// Events up to and including this one are reflected.
         as_of_sequence: i64,
         /// Users that follow.
         user_count: u64,
+        /// Organizations that follow the users.
+        organization_count: u64,
+        /// Memberships that follow the organizations.
+        membership_count: u64,
     },
     /// One user.
     User(storage::UserRecord),
+    /// One live organization.
+    Organization(storage::organizations::OrganizationRecord),
+    /// One live membership.
+    Membership(storage::organizations::MembershipRecord),
 }
 
 async fn send_snapshot(
@@ -448,15 +460,13 @@ async fn send_snapshot(
 ) -> Result<(), StorageError> {
     let tx = store.begin_snapshot().await?;
     let as_of_sequence = find_head_sequence(&tx).await?;
-    let user_count = storage::users::count_users(&tx).await?;
-    if out
-        .send(Ok(SnapshotItem::Header {
-            as_of_sequence,
-            user_count,
-        }))
-        .await
-        .is_err()
-    {
+    let header = SnapshotItem::Header {
+        as_of_sequence,
+        user_count: storage::users::count_users(&tx).await?,
+        organization_count: storage::organizations::count_organizations(&tx).await?,
+        membership_count: storage::organizations::count_memberships(&tx).await?,
+    };
+    if out.send(Ok(header)).await.is_err() {
         return Ok(());
     }
     let mut after = String::new();
@@ -466,6 +476,37 @@ async fn send_snapshot(
         for user in page {
             after.clone_from(&user.id);
             if out.send(Ok(SnapshotItem::User(user))).await.is_err() {
+                return Ok(());
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    let mut after = String::new();
+    loop {
+        let page = storage::organizations::find_organizations_page(&tx, &after, PAGE, None).await?;
+        let done = (page.len() as u64) < PAGE;
+        for org in page {
+            after.clone_from(&org.id);
+            if out.send(Ok(SnapshotItem::Organization(org))).await.is_err() {
+                return Ok(());
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    let (mut after_org, mut after_user) = (String::new(), String::new());
+    loop {
+        let page =
+            storage::organizations::find_memberships_after(&tx, (&after_org, &after_user), PAGE)
+                .await?;
+        let done = (page.len() as u64) < PAGE;
+        for m in page {
+            after_org.clone_from(&m.organization_id);
+            after_user.clone_from(&m.user_id);
+            if out.send(Ok(SnapshotItem::Membership(m))).await.is_err() {
                 return Ok(());
             }
         }

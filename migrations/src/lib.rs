@@ -12,6 +12,7 @@ mod m20261126_000002_protection;
 mod m20261126_000003_signing_keys;
 mod m20261130_000004_external_ids;
 mod m20261130_000005_api_keys;
+mod m20261130_000006_organizations;
 
 /// Runs the migrations in order.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_signing_keys::Migration),
             Box::new(m20261130_000004_external_ids::Migration),
             Box::new(m20261130_000005_api_keys::Migration),
+            Box::new(m20261130_000006_organizations::Migration),
         ]
     }
 }

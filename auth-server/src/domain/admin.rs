@@ -50,6 +50,8 @@ pub struct UserUpdate {
     pub email_verified: Option<bool>,
     /// New roles.
     pub roles: Option<Vec<String>>,
+    /// New metadata, replacing the old.
+    pub metadata: Option<storage::organizations::Metadata>,
 }
 
 /// What a new account gets.
@@ -65,6 +67,8 @@ pub struct CreateUser {
     pub roles: Vec<String>,
     /// Whether the email is verified.
     pub email_verified: bool,
+    /// Admin-owned metadata.
+    pub metadata: storage::organizations::Metadata,
 }
 
 /// Sets `user`'s disabled flag in `change`, bumping its version.
@@ -80,6 +84,7 @@ async fn set_disabled(
     storage::users::update_user(change.db(), &user.id, user.version, 1, &changes)
         .await?
         .ok_or(AuthError::VersionConflict {
+            what: "user",
             current: user.version,
         })
 }
@@ -178,6 +183,7 @@ impl Admin {
             roles: new.roles,
             email_verified: new.email_verified,
             service_account: false,
+            metadata: new.metadata,
         };
         let creator = Creator {
             kind: AuditKind::AdminUserCreated,
@@ -210,12 +216,17 @@ impl Admin {
         if let Some(roles) = update.roles {
             changes.roles = Some(check_roles(roles)?);
         }
+        if let Some(metadata) = update.metadata {
+            super::rules::check_metadata(&metadata)?;
+            changes.metadata = Some(metadata);
+        }
         let mut change = self.d().begin().await?;
         let user = self.find_user_in(&change, id).await?;
         if let Some(expected) = expected_version
             && expected != user.version
         {
             return Err(AuthError::VersionConflict {
+                what: "user",
                 current: user.version,
             });
         }
@@ -235,9 +246,13 @@ impl Admin {
         if changes.roles.as_ref() == Some(&user.roles) {
             changes.roles = None;
         }
+        if changes.metadata.as_ref() == Some(&user.metadata) {
+            changes.metadata = None;
+        }
         let profile_changed = changes.email.is_some()
             || changes.display_name.is_some()
-            || changes.email_verified.is_some();
+            || changes.email_verified.is_some()
+            || changes.metadata.is_some();
         let roles_changed = changes.roles.is_some();
         if !profile_changed && !roles_changed {
             return Ok(user);
@@ -261,6 +276,7 @@ impl Admin {
             // Another writer got in between our read and write (PostgreSQL, READ COMMITTED).
             let current = self.find_user(id).await?;
             return Err(AuthError::VersionConflict {
+                what: "user",
                 current: current.version,
             });
         };
@@ -283,6 +299,9 @@ impl Admin {
         }
         if changes.email_verified.is_some() {
             fields.push("email_verified");
+        }
+        if changes.metadata.is_some() {
+            fields.push("metadata");
         }
         if roles_changed {
             fields.push("roles");
@@ -357,6 +376,11 @@ impl Admin {
         }
         let count =
             revoke_user_sessions(&mut change, &user, None, RevokeReason::UserDeleted).await?;
+        super::organizations::remove_memberships(
+            &mut change,
+            storage::organizations::MembershipsOf::User(id),
+        )
+        .await?;
         let deleted = storage::users::delete_user(change.db(), &user)
             .await?
             .ok_or(AuthError::NotFound("user"))?;

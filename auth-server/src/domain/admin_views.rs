@@ -39,7 +39,7 @@ pub struct UserDetails {
     pub live_sessions: u64,
 }
 
-fn page_size(requested: u32) -> u64 {
+pub(super) fn page_size(requested: u32) -> u64 {
     u64::from(match requested {
         0 => DEFAULT_PAGE_SIZE,
         n => n.min(MAX_PAGE_SIZE),
@@ -48,7 +48,7 @@ fn page_size(requested: u32) -> u64 {
 
 /// Pages are read with one row more than asked: if it came, the page is cut to `size` and its
 /// last row is where the next page starts.
-fn cut_page<T>(rows: &mut Vec<T>, size: u64) -> Option<&T> {
+pub(super) fn cut_page<T>(rows: &mut Vec<T>, size: u64) -> Option<&T> {
     let size = usize::try_from(size).unwrap_or(usize::MAX);
     if rows.len() > size {
         rows.truncate(size);
@@ -60,11 +60,11 @@ fn cut_page<T>(rows: &mut Vec<T>, size: u64) -> Option<&T> {
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-fn encode_page_token(kind: &str, cursor: &str) -> String {
+pub(super) fn encode_page_token(kind: &str, cursor: &str) -> String {
     B64.encode(format!("{kind}:{cursor}"))
 }
 
-fn decode_page_token(kind: &str, token: &str) -> Result<Option<String>, AuthError> {
+pub(super) fn decode_page_token(kind: &str, token: &str) -> Result<Option<String>, AuthError> {
     if token.is_empty() {
         return Ok(None);
     }

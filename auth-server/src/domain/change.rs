@@ -14,14 +14,19 @@ use sea_orm::DatabaseTransaction;
 use crate::{
     error::AuthError,
     revocation::Revocations,
-    storage::{self, EventKind, Store, UserRecord, WriteTx, audit::AuditRecord, events::NewEvent},
+    storage::{
+        self, EventKind, EventSubject, Store, UserRecord, WriteTx,
+        audit::AuditRecord,
+        events::NewEvent,
+        organizations::{MembershipRecord, OrganizationRecord},
+    },
 };
 
 /// An event to append at commit.
 #[derive(Debug)]
 struct PendingEvent {
     kind: EventKind,
-    user: UserRecord,
+    subject: EventSubject,
     session_id: Option<String>,
 }
 
@@ -69,7 +74,7 @@ impl Change {
     pub fn event(&mut self, kind: EventKind, user: &UserRecord) {
         self.events.push(PendingEvent {
             kind,
-            user: user.clone(),
+            subject: EventSubject::User(user.clone()),
             session_id: None,
         });
     }
@@ -79,7 +84,7 @@ impl Change {
     pub fn session_revoked(&mut self, user: &UserRecord, session_id: &str) {
         self.events.push(PendingEvent {
             kind: EventKind::SessionRevoked,
-            user: user.clone(),
+            subject: EventSubject::User(user.clone()),
             session_id: Some(session_id.to_owned()),
         });
         self.revoked.push(session_id.to_owned());
@@ -89,8 +94,26 @@ impl Change {
     pub fn api_key_event(&mut self, kind: EventKind, user: &UserRecord, key_id: &str) {
         self.events.push(PendingEvent {
             kind,
-            user: user.clone(),
+            subject: EventSubject::User(user.clone()),
             session_id: Some(key_id.to_owned()),
+        });
+    }
+
+    /// Records an organization event with the organization's state after the change.
+    pub fn organization_event(&mut self, kind: EventKind, organization: &OrganizationRecord) {
+        self.events.push(PendingEvent {
+            kind,
+            subject: EventSubject::Organization(organization.clone()),
+            session_id: None,
+        });
+    }
+
+    /// Records a membership event with the membership's state after the change.
+    pub fn membership_event(&mut self, kind: EventKind, membership: &MembershipRecord) {
+        self.events.push(PendingEvent {
+            kind,
+            subject: EventSubject::Membership(membership.clone()),
+            session_id: None,
         });
     }
 
@@ -124,7 +147,7 @@ impl Change {
             .iter()
             .map(|e| NewEvent {
                 kind: e.kind,
-                user: &e.user,
+                subject: &e.subject,
                 session_id: e.session_id.as_deref(),
             })
             .collect();

@@ -241,6 +241,7 @@ impl Importer {
                 created_at: row.created_at,
                 external_id,
                 service_account: false,
+                metadata: Default::default(),
             },
             format,
             uninvitable,

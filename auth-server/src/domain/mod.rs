@@ -27,6 +27,7 @@ mod import;
 mod lockout;
 mod login;
 mod mfa;
+mod organizations;
 mod rules;
 mod service_accounts;
 mod sessions;
@@ -43,7 +44,11 @@ pub use import::{
 };
 pub use lockout::LockoutPolicy;
 pub use login::LoginOutcome;
-pub use rules::{check_role, check_user_id};
+pub use organizations::{
+    MAX_TOKEN_MEMBERSHIP_BYTES, MAX_TOKEN_MEMBERSHIPS, NewOrganization, OrganizationUpdate,
+    UserOrganization,
+};
+pub use rules::{MAX_METADATA_BYTES, check_role, check_user_id};
 pub use sessions::{RefreshToken, SessionTokens};
 pub use signup::{NewAccount, create_account};
 

@@ -77,6 +77,7 @@ impl Accounts {
             roles: principal.roles,
             expires_at,
             token_id: principal.key_id,
+            memberships: Default::default(),
         })
     }
 }
@@ -98,6 +99,7 @@ impl Admin {
             roles,
             email_verified: false,
             service_account: true,
+            metadata: Default::default(),
         };
         let creator = Creator {
             kind: AuditKind::AdminServiceAccountCreated,

@@ -99,8 +99,12 @@ impl Accounts {
             clock::millis(refresh_expires_at),
         )
         .await?;
+        let memberships = super::organizations::token_memberships(change.db(), &user.id).await?;
         change.commit().await?;
-        let access = self.d.tokens.issue(&user.id, &session_id, &user.roles)?;
+        let access = self
+            .d
+            .tokens
+            .issue(&user.id, &session_id, &user.roles, &memberships)?;
         Ok(SessionTokens {
             access,
             refresh,

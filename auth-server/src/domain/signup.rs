@@ -50,6 +50,8 @@ pub(super) struct AccountSpec<'a> {
     pub email_verified: bool,
     /// A service account (no password; API keys).
     pub service_account: bool,
+    /// Admin-owned metadata.
+    pub metadata: storage::organizations::Metadata,
 }
 
 /// Creates an account with a password and writes `UserCreated` in the same transaction.
@@ -72,6 +74,7 @@ pub async fn create_account(
         roles: new.roles,
         email_verified: false,
         service_account: false,
+        metadata: Default::default(),
     };
     let creator = Creator {
         kind: AuditKind::AdminUserCreated,
@@ -101,6 +104,7 @@ async fn create_account_in(
     }
     let display_name = check_display_name(spec.display_name)?;
     let roles = check_roles(spec.roles)?;
+    super::rules::check_metadata(&spec.metadata)?;
     // Save a hash in the common case; the unique index still decides under a race.
     if storage::users::find_user_by_email(store.conn(), &email)
         .await?
@@ -124,6 +128,7 @@ async fn create_account_in(
             created_at: None,
             external_id: None,
             service_account: spec.service_account,
+            metadata: spec.metadata,
         },
     )
     .await
@@ -207,6 +212,7 @@ impl Accounts {
             roles: Vec::new(),
             email_verified: false,
             service_account: false,
+            metadata: Default::default(),
         };
         let creator = Creator {
             kind: AuditKind::UserRegistered,

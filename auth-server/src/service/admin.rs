@@ -19,7 +19,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct AdminApi {
     accounts: Accounts,
-    admin: Admin,
+    pub(super) admin: Admin,
     guard: RequestGuard,
 }
 
@@ -34,7 +34,7 @@ impl AdminApi {
     }
 
     /// An admin, or a subscriber (role `events.subscriber`) for the reads a mirror needs.
-    async fn reader<T>(&self, request: &Request<T>) -> Result<(), AuthError> {
+    pub(super) async fn reader<T>(&self, request: &Request<T>) -> Result<(), AuthError> {
         let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
         if claims.roles.iter().any(|r| r == ROLE_ADMIN) {
             crate::observe::record_user(&claims.user_id);
@@ -52,7 +52,7 @@ impl AdminApi {
         ))
     }
 
-    async fn actor<T>(&self, request: &Request<T>) -> Result<Actor, AuthError> {
+    pub(super) async fn actor<T>(&self, request: &Request<T>) -> Result<Actor, AuthError> {
         let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
         crate::observe::record_user(&claims.user_id);
         self.admin
@@ -83,7 +83,7 @@ fn user_update(req: &pb::UpdateUserRequest) -> Result<UserUpdate, AuthError> {
         .unwrap_or_default();
     if paths.is_empty() {
         return Err(AuthError::InvalidArgument(
-            "update_mask must name at least one of email, display_name, email_verified, roles"
+            "update_mask must name at least one of email, display_name, email_verified, roles, metadata"
                 .into(),
         ));
     }
@@ -94,9 +94,12 @@ fn user_update(req: &pb::UpdateUserRequest) -> Result<UserUpdate, AuthError> {
             "display_name" | "displayName" => update.display_name = Some(req.display_name.clone()),
             "email_verified" | "emailVerified" => update.email_verified = Some(req.email_verified),
             "roles" => update.roles = Some(req.roles.clone()),
+            "metadata" => {
+                update.metadata = Some(super::organizations::metadata_of(req.metadata.clone())?);
+            }
             other => {
                 return Err(AuthError::InvalidArgument(format!(
-                    "update_mask path {other:?} is not one of email, display_name, email_verified, roles"
+                    "update_mask path {other:?} is not one of email, display_name, email_verified, roles, metadata"
                 )));
             }
         }
@@ -106,6 +109,76 @@ fn user_update(req: &pb::UpdateUserRequest) -> Result<UserUpdate, AuthError> {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn create_organization(
+        &self,
+        request: Request<pb::CreateOrganizationRequest>,
+    ) -> Result<Response<pb::CreateOrganizationResponse>, Status> {
+        self.create_organization_rpc(request).await
+    }
+
+    async fn get_organization(
+        &self,
+        request: Request<pb::GetOrganizationRequest>,
+    ) -> Result<Response<pb::GetOrganizationResponse>, Status> {
+        self.get_organization_rpc(request).await
+    }
+
+    async fn list_organizations(
+        &self,
+        request: Request<pb::ListOrganizationsRequest>,
+    ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
+        self.list_organizations_rpc(request).await
+    }
+
+    async fn update_organization(
+        &self,
+        request: Request<pb::UpdateOrganizationRequest>,
+    ) -> Result<Response<pb::UpdateOrganizationResponse>, Status> {
+        self.update_organization_rpc(request).await
+    }
+
+    async fn delete_organization(
+        &self,
+        request: Request<pb::DeleteOrganizationRequest>,
+    ) -> Result<Response<pb::DeleteOrganizationResponse>, Status> {
+        self.delete_organization_rpc(request).await
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::AddMemberResponse>, Status> {
+        self.add_member_rpc(request).await
+    }
+
+    async fn update_member(
+        &self,
+        request: Request<pb::UpdateMemberRequest>,
+    ) -> Result<Response<pb::UpdateMemberResponse>, Status> {
+        self.update_member_rpc(request).await
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        self.remove_member_rpc(request).await
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        self.list_members_rpc(request).await
+    }
+
+    async fn list_user_organizations(
+        &self,
+        request: Request<pb::ListUserOrganizationsRequest>,
+    ) -> Result<Response<pb::ListUserOrganizationsResponse>, Status> {
+        self.list_user_organizations_rpc(request).await
+    }
+
     async fn create_service_account(
         &self,
         request: Request<pb::CreateServiceAccountRequest>,
@@ -186,6 +259,7 @@ impl AdminService for AdminApi {
             display_name: req.display_name,
             roles: req.roles,
             email_verified: req.email_verified,
+            metadata: super::organizations::metadata_of(req.metadata)?,
         };
         let (user, invite) = self.admin.create_user(&actor, new).await?;
         Ok(Response::new(pb::CreateUserResponse {
@@ -244,12 +318,7 @@ impl AdminService for AdminApi {
         let actor = self.actor(&request).await?;
         let req = request.into_inner();
         let update = user_update(&req)?;
-        let expected = match req.expected_version {
-            0 => None,
-            v => Some(i64::try_from(v).map_err(|_| {
-                AuthError::InvalidArgument("expected_version is out of range".into())
-            })?),
-        };
+        let expected = super::organizations::expected(req.expected_version)?;
         let user = self
             .admin
             .update_user(&actor, &req.user_id, update, expected)

@@ -6,7 +6,11 @@ use auth_proto::pb::{self, auth_service_server::AuthService};
 use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
-use super::{RequestGuard, bearer_token, count, event_pb, timestamp, unsigned, user_pb};
+use super::{
+    RequestGuard, bearer_token, count, event_pb,
+    organizations::{membership_pb, organization_pb},
+    timestamp, unsigned, user_pb,
+};
 
 /// Login and Refresh answer the same fields in separate messages (so each can grow).
 macro_rules! session_response {
@@ -166,6 +170,16 @@ impl AuthService for AuthApi {
             roles: claims.roles,
             expires_at: Some(timestamp(claims.expires_at)),
             token_id: claims.token_id,
+            organizations: claims
+                .memberships
+                .organizations
+                .into_iter()
+                .map(|(organization_id, roles)| pb::OrganizationRoles {
+                    organization_id,
+                    roles,
+                })
+                .collect(),
+            organizations_truncated: claims.memberships.truncated,
         }))
     }
 
@@ -250,11 +264,21 @@ impl AuthService for AuthApi {
                 SnapshotItem::Header {
                     as_of_sequence,
                     user_count,
+                    organization_count,
+                    membership_count,
                 } => pb::user_snapshot_response::Item::Header(pb::SnapshotHeader {
                     as_of_sequence: unsigned(as_of_sequence),
                     user_count,
+                    organization_count,
+                    membership_count,
                 }),
                 SnapshotItem::User(user) => pb::user_snapshot_response::Item::User(user_pb(&user)),
+                SnapshotItem::Organization(org) => {
+                    pb::user_snapshot_response::Item::Organization(organization_pb(&org))
+                }
+                SnapshotItem::Membership(m) => {
+                    pb::user_snapshot_response::Item::Membership(membership_pb(&m))
+                }
             };
             Ok(pb::UserSnapshotResponse { item: Some(item) })
         });

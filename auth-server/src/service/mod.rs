@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod import;
+mod organizations;
 
 pub use admin::AdminApi;
 pub use auth::AuthApi;
@@ -18,7 +19,7 @@ use crate::{
     error::AuthError,
     limits::RpcClass,
     rate_limit::{ClientAddrResolver, RateLimiter},
-    storage::{ClientInfo, EventKind, StoredEvent, UserRecord},
+    storage::{ClientInfo, EventKind, EventSubject, StoredEvent, UserRecord},
     tokens::TokenError,
 };
 
@@ -126,6 +127,12 @@ pub(crate) fn event_pb(event: &StoredEvent) -> pb::UserEvent {
         EventKind::SessionRevoked => pb::UserEventKind::SessionRevoked,
         EventKind::ApiKeyIssued => pb::UserEventKind::ApiKeyIssued,
         EventKind::ApiKeyRevoked => pb::UserEventKind::ApiKeyRevoked,
+        EventKind::OrganizationCreated => pb::UserEventKind::OrganizationCreated,
+        EventKind::OrganizationUpdated => pb::UserEventKind::OrganizationUpdated,
+        EventKind::OrganizationDeleted => pb::UserEventKind::OrganizationDeleted,
+        EventKind::MembershipAdded => pb::UserEventKind::MembershipAdded,
+        EventKind::MembershipChanged => pb::UserEventKind::MembershipChanged,
+        EventKind::MembershipRemoved => pb::UserEventKind::MembershipRemoved,
     };
     // The outbox keeps a key id in the column that holds a session id for SessionRevoked.
     let subject = event.session_id.clone().unwrap_or_default();
@@ -137,9 +144,17 @@ pub(crate) fn event_pb(event: &StoredEvent) -> pb::UserEvent {
         sequence: unsigned(event.sequence),
         occurred_at: Some(timestamp_millis(event.occurred_at)),
         kind: kind.into(),
-        user: Some(user_pb(&event.user)),
+        user: event.user().map(user_pb),
         session_id,
         api_key_id,
+        organization: match &event.subject {
+            EventSubject::Organization(org) => Some(organizations::organization_pb(org)),
+            _ => None,
+        },
+        membership: match &event.subject {
+            EventSubject::Membership(m) => Some(organizations::membership_pb(m)),
+            _ => None,
+        },
     }
 }
 
@@ -155,6 +170,7 @@ pub(crate) fn user_pb(user: &UserRecord) -> pb::User {
         version: unsigned(user.version),
         external_id: user.external_id.clone().unwrap_or_default(),
         service_account: user.service_account,
+        metadata: organizations::struct_pb(&user.metadata),
     }
 }
 

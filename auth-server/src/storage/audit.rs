@@ -63,11 +63,23 @@ pub enum AuditKind {
     AdminApiKeyIssued,
     /// Admin: API key revoked.
     AdminApiKeyRevoked,
+    /// Admin: organization created.
+    AdminOrganizationCreated,
+    /// Admin: organization updated.
+    AdminOrganizationUpdated,
+    /// Admin: organization deleted.
+    AdminOrganizationDeleted,
+    /// Admin: member added to an organization.
+    AdminMemberAdded,
+    /// Admin: member's roles changed.
+    AdminMemberUpdated,
+    /// Admin: member removed from an organization.
+    AdminMemberRemoved,
 }
 
 impl AuditKind {
     /// Every kind, for validating filters.
-    pub const ALL: [AuditKind; 26] = [
+    pub const ALL: [AuditKind; 32] = [
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
         AuditKind::LoginLocked,
@@ -94,6 +106,12 @@ impl AuditKind {
         AuditKind::AdminServiceAccountCreated,
         AuditKind::AdminApiKeyIssued,
         AuditKind::AdminApiKeyRevoked,
+        AuditKind::AdminOrganizationCreated,
+        AuditKind::AdminOrganizationUpdated,
+        AuditKind::AdminOrganizationDeleted,
+        AuditKind::AdminMemberAdded,
+        AuditKind::AdminMemberUpdated,
+        AuditKind::AdminMemberRemoved,
     ];
 
     /// Stored name.
@@ -125,6 +143,12 @@ impl AuditKind {
             AuditKind::AdminServiceAccountCreated => "admin_service_account_created",
             AuditKind::AdminApiKeyIssued => "admin_api_key_issued",
             AuditKind::AdminApiKeyRevoked => "admin_api_key_revoked",
+            AuditKind::AdminOrganizationCreated => "admin_organization_created",
+            AuditKind::AdminOrganizationUpdated => "admin_organization_updated",
+            AuditKind::AdminOrganizationDeleted => "admin_organization_deleted",
+            AuditKind::AdminMemberAdded => "admin_member_added",
+            AuditKind::AdminMemberUpdated => "admin_member_updated",
+            AuditKind::AdminMemberRemoved => "admin_member_removed",
         }
     }
 

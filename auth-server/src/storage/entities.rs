@@ -33,6 +33,8 @@ pub mod users {
         pub external_id: Option<String>,
         /// A service account: no password login, authenticates with API keys.
         pub service_account: bool,
+        /// Admin-owned JSON object (migration 6); none reads as `{}`.
+        pub metadata: Option<String>,
     }
 
     /// No relations are navigated through the ORM.

@@ -3,7 +3,7 @@
 //!
 //! # Gap-free sequences
 //!
-//! Sequences are not auto-increment ids. [`append_event`] takes the next number with
+//! Sequences are not auto-increment ids. [`append_events`] takes the next number with
 //! `UPDATE event_sequence SET last_sequence = last_sequence + 1 … RETURNING last_sequence`
 //! inside the writing transaction. That statement locks the single counter row until the
 //! transaction ends, so:
@@ -30,7 +30,11 @@ use sea_orm::{
     QuerySelect, Statement,
 };
 
-use super::{StorageError, StorageResult, UserRecord, WriteTx, entities::user_events};
+use super::{
+    StorageError, StorageResult, UserRecord, WriteTx,
+    entities::user_events,
+    organizations::{MembershipRecord, OrganizationRecord},
+};
 use crate::clock::now_millis;
 
 /// The PostgreSQL `LISTEN`/`NOTIFY` channel that announces committed events.
@@ -59,6 +63,18 @@ pub enum EventKind {
     ApiKeyIssued,
     /// An API key revoked (its id in the event's `session_id` column).
     ApiKeyRevoked,
+    /// Organization created (payload: the organization).
+    OrganizationCreated,
+    /// Organization name, slug or metadata changed.
+    OrganizationUpdated,
+    /// Organization deleted (its memberships' removals come first).
+    OrganizationDeleted,
+    /// A user joined an organization (payload: the membership).
+    MembershipAdded,
+    /// A member's roles changed.
+    MembershipChanged,
+    /// A user left an organization.
+    MembershipRemoved,
 }
 
 impl EventKind {
@@ -75,6 +91,12 @@ impl EventKind {
             EventKind::SessionRevoked => "session_revoked",
             EventKind::ApiKeyIssued => "api_key_issued",
             EventKind::ApiKeyRevoked => "api_key_revoked",
+            EventKind::OrganizationCreated => "organization_created",
+            EventKind::OrganizationUpdated => "organization_updated",
+            EventKind::OrganizationDeleted => "organization_deleted",
+            EventKind::MembershipAdded => "membership_added",
+            EventKind::MembershipChanged => "membership_changed",
+            EventKind::MembershipRemoved => "membership_removed",
         }
     }
 
@@ -91,7 +113,60 @@ impl EventKind {
             "session_revoked" => EventKind::SessionRevoked,
             "api_key_issued" => EventKind::ApiKeyIssued,
             "api_key_revoked" => EventKind::ApiKeyRevoked,
+            "organization_created" => EventKind::OrganizationCreated,
+            "organization_updated" => EventKind::OrganizationUpdated,
+            "organization_deleted" => EventKind::OrganizationDeleted,
+            "membership_added" => EventKind::MembershipAdded,
+            "membership_changed" => EventKind::MembershipChanged,
+            "membership_removed" => EventKind::MembershipRemoved,
             _ => return None,
+        })
+    }
+}
+
+/// What an event is about, in its state after the change. The outbox row's `user_id` column
+/// holds the user's id for user and membership events, the organization's for organization
+/// events; the payload holds this, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSubject {
+    /// A user's public state.
+    User(UserRecord),
+    /// An organization's state.
+    Organization(OrganizationRecord),
+    /// A membership's state.
+    Membership(MembershipRecord),
+}
+
+impl EventSubject {
+    fn id(&self) -> &str {
+        match self {
+            EventSubject::User(u) => &u.id,
+            EventSubject::Organization(o) => &o.id,
+            EventSubject::Membership(m) => &m.user_id,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Result<String> {
+        match self {
+            EventSubject::User(u) => serde_json::to_string(u),
+            EventSubject::Organization(o) => serde_json::to_string(o),
+            EventSubject::Membership(m) => serde_json::to_string(m),
+        }
+    }
+
+    fn parse(kind: EventKind, payload: &str) -> serde_json::Result<Self> {
+        Ok(match kind {
+            EventKind::OrganizationCreated
+            | EventKind::OrganizationUpdated
+            | EventKind::OrganizationDeleted => {
+                EventSubject::Organization(serde_json::from_str(payload)?)
+            }
+            EventKind::MembershipAdded
+            | EventKind::MembershipChanged
+            | EventKind::MembershipRemoved => {
+                EventSubject::Membership(serde_json::from_str(payload)?)
+            }
+            _ => EventSubject::User(serde_json::from_str(payload)?),
         })
     }
 }
@@ -103,8 +178,8 @@ pub struct StoredEvent {
     pub sequence: i64,
     /// Kind.
     pub kind: EventKind,
-    /// The user's public state after the change.
-    pub user: UserRecord,
+    /// What it is about, after the change.
+    pub subject: EventSubject,
     /// The revoked session, for `SessionRevoked`; the key, for `ApiKeyIssued`/`ApiKeyRevoked`.
     pub session_id: Option<String>,
     /// Commit time, unix ms.
@@ -143,33 +218,41 @@ async fn next_sequences(conn: &impl ConnectionTrait, count: i64) -> StorageResul
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
+impl StoredEvent {
+    /// The user, for user events.
+    pub fn user(&self) -> Option<&UserRecord> {
+        match &self.subject {
+            EventSubject::User(user) => Some(user),
+            _ => None,
+        }
+    }
+}
+
 /// An event to append: what happened, to whom, and for `SessionRevoked` which session.
 #[derive(Debug, Clone, Copy)]
 pub struct NewEvent<'a> {
     /// Kind.
     pub kind: EventKind,
-    /// The user's state after the change.
-    pub user: &'a UserRecord,
+    /// The subject's state after the change.
+    pub subject: &'a EventSubject,
     /// The revoked session, for `SessionRevoked`.
     pub session_id: Option<&'a str>,
 }
 
-/// Appends an event in the caller's transaction; returns its sequence.
+/// Appends one user event in the caller's transaction; returns its sequence.
 pub async fn append_event(
     tx: &WriteTx,
     kind: EventKind,
     user: &UserRecord,
     session_id: Option<&str>,
 ) -> StorageResult<i64> {
-    append_events(
-        tx,
-        &[NewEvent {
-            kind,
-            user,
-            session_id,
-        }],
-    )
-    .await
+    let subject = EventSubject::User(user.clone());
+    let event = NewEvent {
+        kind,
+        subject: &subject,
+        session_id,
+    };
+    append_events(tx, &[event]).await
 }
 
 /// Appends events in order in the caller's transaction, taking the counter once and writing
@@ -183,8 +266,10 @@ pub async fn append_events(tx: &WriteTx, events: &[NewEvent<'_>]) -> StorageResu
         i64::try_from(events.len()).map_err(|_| StorageError::Corrupt("too many events".into()))?;
     let mut rows = Vec::with_capacity(events.len());
     for event in events {
-        let payload =
-            serde_json::to_string(event.user).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let payload = event
+            .subject
+            .to_json()
+            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
         rows.push((event, payload));
     }
     let last = next_sequences(conn, count).await?;
@@ -195,7 +280,7 @@ pub async fn append_events(tx: &WriteTx, events: &[NewEvent<'_>]) -> StorageResu
         .map(|((event, payload), sequence)| user_events::ActiveModel {
             sequence: Set(sequence),
             kind: Set(event.kind.as_str().to_owned()),
-            user_id: Set(event.user.id.clone()),
+            user_id: Set(event.subject.id().to_owned()),
             session_id: Set(event.session_id.map(str::to_owned)),
             payload: Set(payload),
             occurred_at: Set(now),
@@ -240,12 +325,12 @@ pub async fn find_events_after(
             let kind = EventKind::parse(&m.kind).ok_or_else(|| {
                 StorageError::Corrupt(format!("event {} kind {}", m.sequence, m.kind))
             })?;
-            let user = serde_json::from_str(&m.payload)
+            let subject = EventSubject::parse(kind, &m.payload)
                 .map_err(|_| StorageError::Corrupt(format!("event {} payload", m.sequence)))?;
             Ok(StoredEvent {
                 sequence: m.sequence,
                 kind,
-                user,
+                subject,
                 session_id: m.session_id,
                 occurred_at: m.occurred_at,
             })

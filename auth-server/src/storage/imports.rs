@@ -33,6 +33,8 @@ pub struct NewUser {
     pub external_id: Option<String>,
     /// A service account (no password, API keys).
     pub service_account: bool,
+    /// Admin-owned metadata.
+    pub metadata: super::organizations::Metadata,
 }
 
 pub(super) fn roles_json(roles: &[String]) -> StorageResult<String> {
@@ -119,6 +121,10 @@ pub async fn insert_users(
             deleted_at: Set(None),
             external_id: Set(user.external_id.clone()),
             service_account: Set(user.service_account),
+            metadata: Set(match user.metadata.is_empty() {
+                true => None,
+                false => Some(super::organizations::metadata_json(&user.metadata)?),
+            }),
         });
         if let Some(hash) = user.password_hash {
             credential_rows.push(credentials::ActiveModel {
@@ -138,6 +144,7 @@ pub async fn insert_users(
             created_at,
             external_id: user.external_id,
             service_account: user.service_account,
+            metadata: user.metadata,
         });
     }
     users::Entity::insert_many(user_rows).exec(conn).await?;

@@ -20,6 +20,8 @@ pub mod keys;
 pub mod listen;
 pub mod mfa;
 mod migrate;
+mod org_entities;
+pub mod organizations;
 mod pool;
 pub mod resets;
 pub mod sessions;
@@ -42,7 +44,7 @@ use sea_orm::{
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 pub use error::{StorageError, StorageResult};
-pub use events::{EventKind, StoredEvent};
+pub use events::{EventKind, EventSubject, StoredEvent};
 pub use pool::{DbTls, PoolSettings, TlsMode, backend_of, describe_target};
 pub use users::{PasswordHash, UserRecord};
 

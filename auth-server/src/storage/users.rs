@@ -49,6 +49,9 @@ pub struct UserRecord {
     /// A service account: no password login, API keys instead.
     #[serde(default)]
     pub service_account: bool,
+    /// Admin-owned metadata (a JSON object).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: super::organizations::Metadata,
 }
 
 impl TryFrom<users::Model> for UserRecord {
@@ -68,6 +71,7 @@ impl TryFrom<users::Model> for UserRecord {
             created_at: model.created_at,
             external_id: model.external_id,
             service_account: model.service_account,
+            metadata: super::organizations::parse_metadata(model.metadata.as_deref(), "a user")?,
         })
     }
 }
@@ -230,7 +234,7 @@ pub struct UserFilter {
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
-fn like_escape(text: &str) -> String {
+pub(super) fn like_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {
@@ -289,6 +293,8 @@ pub struct UserChanges {
     pub roles: Option<Vec<String>>,
     /// New disabled state.
     pub disabled: Option<bool>,
+    /// New metadata.
+    pub metadata: Option<super::organizations::Metadata>,
 }
 
 /// Applies `changes` if the user's version is still `expected_version`, adding `bumps` to it
@@ -322,6 +328,10 @@ pub async fn update_user(
     }
     if let Some(disabled) = changes.disabled {
         update = update.col_expr(users::Column::Disabled, Expr::value(disabled));
+    }
+    if let Some(metadata) = &changes.metadata {
+        let json = super::organizations::metadata_json(metadata)?;
+        update = update.col_expr(users::Column::Metadata, Expr::value(json));
     }
     let result = update
         .filter(users::Column::Id.eq(user_id))
@@ -367,6 +377,7 @@ pub async fn delete_user(
             Expr::value(format!("#deleted:{}", user.id)),
         )
         .col_expr(users::Column::Disabled, Expr::value(true))
+        .col_expr(users::Column::Metadata, Expr::value(Option::<String>::None))
         .col_expr(
             users::Column::ExternalId,
             Expr::value(Option::<String>::None),

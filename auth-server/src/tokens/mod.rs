@@ -6,11 +6,14 @@
 //! which no token it signed can still be valid; a key not yet signing already verifies, so
 //! replicas that pick a rotation up at slightly different moments accept each other's tokens.
 //! Where keys are stored and rotated is [`crate::keys`]. Claims: `sub`, `sid`, `roles`, `iss`,
-//! `iat`, `nbf`, `exp`, `jti`; the footer carries `kid` (the PASERK `k4.pid.` id).
+//! `iat`, `nbf`, `exp`, `jti`, and for a member of organizations `orgs` (organization id ->
+//! roles in it) with `orgs_truncated: true` when some were left out; the footer carries `kid`
+//! (the PASERK `k4.pid.` id).
 
 mod verified;
 
 use std::{
+    collections::BTreeMap,
     fmt,
     sync::{Arc, RwLock},
     time::Duration,
@@ -130,6 +133,17 @@ pub struct AccessClaims {
     pub expires_at: OffsetDateTime,
     /// `jti`: the token id (safe to log).
     pub token_id: String,
+    /// `orgs` and `orgs_truncated`.
+    pub memberships: TokenMemberships,
+}
+
+/// The organization memberships a token carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenMemberships {
+    /// Organization id -> the roles in it.
+    pub organizations: BTreeMap<String, Vec<String>>,
+    /// Whether some of the user's memberships were left out (over the token's cap).
+    pub truncated: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -138,6 +152,10 @@ struct WireClaims {
     sub: String,
     sid: String,
     roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    orgs: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    orgs_truncated: bool,
     iat: String,
     nbf: String,
     exp: String,
@@ -233,6 +251,7 @@ impl TokenIssuer {
         user_id: &str,
         session_id: &str,
         roles: &[String],
+        memberships: &TokenMemberships,
     ) -> Result<IssuedToken, TokenError> {
         let now = crate::clock::now()
             .replace_nanosecond(0)
@@ -244,6 +263,8 @@ impl TokenIssuer {
             sub: user_id.to_owned(),
             sid: session_id.to_owned(),
             roles: roles.to_vec(),
+            orgs: memberships.organizations.clone(),
+            orgs_truncated: memberships.truncated,
             iat: rfc3339(now)?,
             nbf: rfc3339(now)?,
             exp: rfc3339(expires_at)?,
@@ -332,6 +353,10 @@ impl TokenIssuer {
             roles: claims.roles,
             expires_at,
             token_id: claims.jti,
+            memberships: TokenMemberships {
+                organizations: claims.orgs,
+                truncated: claims.orgs_truncated,
+            },
         };
         Ok((claims, not_before))
     }
@@ -368,7 +393,9 @@ mod tests {
     #[test]
     fn issued_token_verifies_and_carries_claims() {
         let tokens = issuer(vec![SigningKey::generate().expect("key")]);
-        let issued = tokens.issue("u1", "s1", &["admin".into()]).expect("issue");
+        let issued = tokens
+            .issue("u1", "s1", &["admin".into()], &TokenMemberships::default())
+            .expect("issue");
         let claims = tokens.verify(&issued.token).expect("valid");
         assert_eq!(claims.user_id, "u1");
         assert_eq!(claims.session_id, "s1");
@@ -380,7 +407,9 @@ mod tests {
     #[test]
     fn expired_tampered_and_foreign_tokens_are_refused() {
         let tokens = issuer(vec![SigningKey::generate().expect("key")]);
-        let issued = tokens.issue("u1", "s1", &[]).expect("issue");
+        let issued = tokens
+            .issue("u1", "s1", &[], &TokenMemberships::default())
+            .expect("issue");
         let later = OffsetDateTime::now_utc() + Duration::from_secs(61);
         assert_eq!(
             tokens.verify_at(&issued.token, later),
@@ -407,13 +436,19 @@ mod tests {
         let old = SigningKey::generate().expect("key");
         let old_secret = AsymmetricSecretKey::<V4>::from(old.secret.as_bytes()).expect("copy");
         let before = issuer(vec![old]);
-        let token = before.issue("u1", "s1", &[]).expect("issue").token;
+        let token = before
+            .issue("u1", "s1", &[], &TokenMemberships::default())
+            .expect("issue")
+            .token;
         let rotated = issuer(vec![
             SigningKey::from_secret(old_secret).expect("key"),
             SigningKey::generate().expect("key"),
         ]);
         assert!(rotated.verify(&token).is_ok());
-        let fresh = rotated.issue("u1", "s1", &[]).expect("issue").token;
+        let fresh = rotated
+            .issue("u1", "s1", &[], &TokenMemberships::default())
+            .expect("issue")
+            .token;
         assert!(rotated.verify(&fresh).is_ok());
         assert_ne!(rotated.keys().signer().kid(), before.keys().signer().kid());
     }
@@ -465,7 +500,10 @@ mod tests {
             SigningKey::generate().expect("key"),
         );
         let tokens = issuer(vec![copy(&a)]);
-        let token = tokens.issue("u1", "s1", &[]).expect("issue").token;
+        let token = tokens
+            .issue("u1", "s1", &[], &TokenMemberships::default())
+            .expect("issue")
+            .token;
         assert!(tokens.verify(&token).is_ok(), "now cached");
         assert!(!tokens.replace_keys(KeySet::new(vec![copy(&a)]).expect("same")));
         assert!(tokens.replace_keys(KeySet::new(vec![b]).expect("without a")));

@@ -97,7 +97,8 @@ async fn account_life_register_login_validate_refresh_change_password_logout(db:
     let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
     assert_eq!(sequences, [1, 2, 3, 4]);
     assert_eq!(
-        events[1].user.version, 2,
+        events[1].user().map(|u| u.version),
+        Some(2),
         "PasswordChanged carries the state after the change"
     );
     assert_eq!(events[2].session_id.as_deref(), Some(a.session_id.as_str()));

@@ -43,6 +43,7 @@ pub async fn create(admin: &mut Admin, email: &str, roles: &[&str]) -> pb::User 
             display_name: String::new(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             email_verified: false,
+            ..Default::default()
         })
         .await
         .expect("create user")
@@ -66,6 +67,7 @@ async fn admin_walks_a_user_through_create_update_disable_enable_delete(db: Db) 
             display_name: "Alice".into(),
             roles: vec!["support".into()],
             email_verified: false,
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -378,6 +380,7 @@ async fn paging_over_1200_users_sees_each_exactly_once(db: Db) {
                 password_hash: None,
                 email_verified: false,
                 created_at: None,
+                metadata: Default::default(),
                 external_id: None,
                 service_account: false,
             },
@@ -488,6 +491,7 @@ async fn update_mask_changes_only_the_named_fields(db: Db) {
             display_name: "Bob".into(),
             roles: vec!["reader".into()],
             email_verified: true,
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -504,6 +508,7 @@ async fn update_mask_changes_only_the_named_fields(db: Db) {
             roles: vec!["writer".into(), "reader".into(), "writer".into()],
             update_mask: mask(&["roles"]),
             expected_version: 0,
+            ..Default::default()
         })
         .await
         .expect("update")
@@ -805,6 +810,7 @@ async fn nul_characters_are_invalid_argument_in_every_text_field(db: Db) {
                 display_name: "Carol\0".into(),
                 roles: vec![],
                 email_verified: false,
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -817,6 +823,7 @@ async fn nul_characters_are_invalid_argument_in_every_text_field(db: Db) {
                 display_name: String::new(),
                 roles: vec!["ops\0".into()],
                 email_verified: false,
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,

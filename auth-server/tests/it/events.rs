@@ -263,6 +263,7 @@ async fn snapshot_then_tail_rebuilds_the_database(db: Db) {
                     assert!(as_of.is_some(), "header comes first");
                     assert!(users.insert(u.id.clone(), u).is_none(), "user sent twice");
                 }
+                other => panic!("no organizations here, got {other:?}"),
             }
         }
         let as_of = as_of.expect("header");

@@ -1,0 +1,351 @@
+//! The organization calls of `auth.v1.AdminService`, and the protobuf forms of organizations,
+//! memberships and metadata (`google.protobuf.Struct` <-> a JSON object).
+
+use auth_proto::pb;
+use prost_types::{ListValue, Struct, Value, value::Kind};
+use tonic::{Request, Response, Status};
+
+use super::{admin::AdminApi, count, non_empty, timestamp_millis, unsigned};
+use crate::{
+    domain::{NewOrganization, OrganizationUpdate},
+    error::AuthError,
+    storage::organizations::{MembershipRecord, Metadata, OrganizationRecord},
+};
+
+/// A JSON object as a `Struct`; `None` for an empty one.
+pub(crate) fn struct_pb(metadata: &Metadata) -> Option<Struct> {
+    (!metadata.is_empty()).then(|| Struct {
+        fields: metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), value_pb(v)))
+            .collect(),
+    })
+}
+
+fn value_pb(value: &serde_json::Value) -> Value {
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.iter().map(value_pb).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(Struct {
+            fields: map.iter().map(|(k, v)| (k.clone(), value_pb(v))).collect(),
+        }),
+    };
+    Value { kind: Some(kind) }
+}
+
+/// A `Struct` as a JSON object; unset is empty. A number that is not finite is
+/// INVALID_ARGUMENT; whole numbers within 2^53 are kept as integers.
+pub(crate) fn metadata_of(value: Option<Struct>) -> Result<Metadata, AuthError> {
+    value
+        .map(|s| {
+            s.fields
+                .into_iter()
+                .map(|(k, v)| Ok((k, json_of(v)?)))
+                .collect()
+        })
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+fn json_of(value: Value) -> Result<serde_json::Value, AuthError> {
+    Ok(match value.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
+        Some(Kind::NumberValue(n)) => {
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if n.fract() == 0.0 && n.abs() <= EXACT {
+                #[allow(clippy::cast_possible_truncation)]
+                serde_json::Value::from(n as i64)
+            } else {
+                serde_json::Number::from_f64(n)
+                    .map(serde_json::Value::Number)
+                    .ok_or_else(|| {
+                        AuthError::InvalidArgument("metadata numbers must be finite".into())
+                    })?
+            }
+        }
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
+        Some(Kind::ListValue(list)) => serde_json::Value::Array(
+            list.values
+                .into_iter()
+                .map(json_of)
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(metadata_of(Some(s))?),
+    })
+}
+
+pub(crate) fn organization_pb(org: &OrganizationRecord) -> pb::Organization {
+    pb::Organization {
+        id: org.id.clone(),
+        name: org.name.clone(),
+        slug: org.slug.clone(),
+        metadata: struct_pb(&org.metadata),
+        version: unsigned(org.version),
+        created_at: Some(timestamp_millis(org.created_at)),
+        updated_at: Some(timestamp_millis(org.updated_at)),
+        deleted: org.deleted,
+    }
+}
+
+pub(crate) fn membership_pb(m: &MembershipRecord) -> pb::Membership {
+    pb::Membership {
+        organization_id: m.organization_id.clone(),
+        user_id: m.user_id.clone(),
+        roles: m.roles.clone(),
+        version: unsigned(m.version),
+        created_at: Some(timestamp_millis(m.created_at)),
+        updated_at: Some(timestamp_millis(m.updated_at)),
+        removed: m.removed,
+    }
+}
+
+/// `expected_version`: 0 means "any".
+pub(super) fn expected(version: u64) -> Result<Option<i64>, AuthError> {
+    match version {
+        0 => Ok(None),
+        v => i64::try_from(v)
+            .map(Some)
+            .map_err(|_| AuthError::InvalidArgument("expected_version is out of range".into())),
+    }
+}
+
+/// Maps an `update_mask` onto the request's fields (proto or JSON spellings).
+fn organization_update(
+    req: pb::UpdateOrganizationRequest,
+) -> Result<OrganizationUpdate, AuthError> {
+    const PATHS: &str = "name, slug, metadata";
+    let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(AuthError::InvalidArgument(format!(
+            "update_mask must name at least one of {PATHS}"
+        )));
+    }
+    let mut update = OrganizationUpdate::default();
+    let mut metadata = Some(req.metadata);
+    for path in paths {
+        match path.as_str() {
+            "name" => update.name = Some(req.name.clone()),
+            "slug" => update.slug = Some(req.slug.clone()),
+            "metadata" => {
+                if let Some(value) = metadata.take() {
+                    update.metadata = Some(metadata_of(value)?);
+                }
+            }
+            other => {
+                return Err(AuthError::InvalidArgument(format!(
+                    "update_mask path {other:?} is not one of {PATHS}"
+                )));
+            }
+        }
+    }
+    Ok(update)
+}
+
+impl AdminApi {
+    pub(super) async fn create_organization_rpc(
+        &self,
+        request: Request<pb::CreateOrganizationRequest>,
+    ) -> Result<Response<pb::CreateOrganizationResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let new = NewOrganization {
+            name: req.name,
+            slug: req.slug,
+            metadata: metadata_of(req.metadata)?,
+        };
+        let org = self.admin.create_organization(&actor, new).await?;
+        Ok(Response::new(pb::CreateOrganizationResponse {
+            organization: Some(organization_pb(&org)),
+        }))
+    }
+
+    pub(super) async fn get_organization_rpc(
+        &self,
+        request: Request<pb::GetOrganizationRequest>,
+    ) -> Result<Response<pb::GetOrganizationResponse>, Status> {
+        self.reader(&request).await?;
+        let (org, members) = self
+            .admin
+            .get_organization(&request.get_ref().organization_id)
+            .await?;
+        Ok(Response::new(pb::GetOrganizationResponse {
+            organization: Some(organization_pb(&org)),
+            member_count: members,
+        }))
+    }
+
+    pub(super) async fn list_organizations_rpc(
+        &self,
+        request: Request<pb::ListOrganizationsRequest>,
+    ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
+        self.reader(&request).await?;
+        let req = request.into_inner();
+        let prefix = non_empty(&req.prefix);
+        let (orgs, next) = self
+            .admin
+            .list_organizations(req.page_size, &req.page_token, prefix.as_deref())
+            .await?;
+        Ok(Response::new(pb::ListOrganizationsResponse {
+            organizations: orgs.iter().map(organization_pb).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    pub(super) async fn update_organization_rpc(
+        &self,
+        request: Request<pb::UpdateOrganizationRequest>,
+    ) -> Result<Response<pb::UpdateOrganizationResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let id = req.organization_id.clone();
+        let version = expected(req.expected_version)?;
+        let update = organization_update(req)?;
+        let org = self
+            .admin
+            .update_organization(&actor, &id, update, version)
+            .await?;
+        Ok(Response::new(pb::UpdateOrganizationResponse {
+            organization: Some(organization_pb(&org)),
+        }))
+    }
+
+    pub(super) async fn delete_organization_rpc(
+        &self,
+        request: Request<pb::DeleteOrganizationRequest>,
+    ) -> Result<Response<pb::DeleteOrganizationResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let removed = self
+            .admin
+            .delete_organization(&actor, &request.get_ref().organization_id)
+            .await?;
+        Ok(Response::new(pb::DeleteOrganizationResponse {
+            removed_memberships: count(removed),
+        }))
+    }
+
+    pub(super) async fn add_member_rpc(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::AddMemberResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let membership = self
+            .admin
+            .add_member(&actor, &req.organization_id, &req.user_id, req.roles)
+            .await?;
+        Ok(Response::new(pb::AddMemberResponse {
+            membership: Some(membership_pb(&membership)),
+        }))
+    }
+
+    pub(super) async fn update_member_rpc(
+        &self,
+        request: Request<pb::UpdateMemberRequest>,
+    ) -> Result<Response<pb::UpdateMemberResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let membership = self
+            .admin
+            .update_member(
+                &actor,
+                &req.organization_id,
+                &req.user_id,
+                req.roles,
+                expected(req.expected_version)?,
+            )
+            .await?;
+        Ok(Response::new(pb::UpdateMemberResponse {
+            membership: Some(membership_pb(&membership)),
+        }))
+    }
+
+    pub(super) async fn remove_member_rpc(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let membership = self
+            .admin
+            .remove_member(
+                &actor,
+                &req.organization_id,
+                &req.user_id,
+                expected(req.expected_version)?,
+            )
+            .await?;
+        Ok(Response::new(pb::RemoveMemberResponse {
+            membership: Some(membership_pb(&membership)),
+        }))
+    }
+
+    pub(super) async fn list_members_rpc(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        self.reader(&request).await?;
+        let req = request.into_inner();
+        let (members, next) = self
+            .admin
+            .list_members(&req.organization_id, req.page_size, &req.page_token)
+            .await?;
+        Ok(Response::new(pb::ListMembersResponse {
+            memberships: members.iter().map(membership_pb).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    pub(super) async fn list_user_organizations_rpc(
+        &self,
+        request: Request<pb::ListUserOrganizationsRequest>,
+    ) -> Result<Response<pb::ListUserOrganizationsResponse>, Status> {
+        self.reader(&request).await?;
+        let orgs = self
+            .admin
+            .list_user_organizations(&request.get_ref().user_id)
+            .await?;
+        Ok(Response::new(pb::ListUserOrganizationsResponse {
+            organizations: orgs
+                .iter()
+                .map(|o| pb::UserOrganization {
+                    organization: Some(organization_pb(&o.organization)),
+                    membership: Some(membership_pb(&o.membership)),
+                })
+                .collect(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_through_struct() {
+        let json = serde_json::json!({
+            "plan": "pro", "seats": 25, "ratio": 0.5, "tags": ["a", null, true],
+            "nested": {"deep": {"x": -3}}
+        });
+        let serde_json::Value::Object(map) = json else {
+            unreachable!()
+        };
+        assert_eq!(metadata_of(struct_pb(&map)).ok(), Some(map));
+        assert_eq!(metadata_of(None).ok(), Some(Metadata::new()));
+        let bad = Struct {
+            fields: [(
+                "x".to_owned(),
+                Value {
+                    kind: Some(Kind::NumberValue(f64::NAN)),
+                },
+            )]
+            .into(),
+        };
+        assert!(metadata_of(Some(bad)).is_err());
+    }
+}
