@@ -66,7 +66,7 @@ pub struct UserOrganization {
 /// Most memberships an access token carries; see [`token_memberships`].
 pub const MAX_TOKEN_MEMBERSHIPS: usize = 32;
 /// Most bytes of JSON the memberships in a token may take.
-pub const MAX_TOKEN_MEMBERSHIP_BYTES: usize = 1536;
+pub const MAX_TOKEN_MEMBERSHIP_BYTES: usize = 2048;
 
 /// The memberships a token issued now carries: the user's live memberships in live
 /// organizations, by organization id, until the count or byte cap is reached.

@@ -152,12 +152,13 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    const ALL: [&str; 5] = [
+    const ALL: [&str; 6] = [
         "m20261126_000001_core",
         "m20261126_000002_protection",
         "m20261126_000003_signing_keys",
         "m20261130_000004_external_ids",
         "m20261130_000005_api_keys",
+        "m20261130_000006_organizations",
     ];
     let now = status(&app);
     assert!(
@@ -172,11 +173,11 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         String::from_utf8_lossy(&out.stderr)
     );
     let now = status(&app);
+    assert!(now.contains("applied m20261130_000005_api_keys"), "{now}");
     assert!(
-        now.contains("applied m20261130_000004_external_ids"),
+        now.contains("pending m20261130_000006_organizations"),
         "{now}"
     );
-    assert!(now.contains("pending m20261130_000005_api_keys"), "{now}");
     let out = auth_server(&app, &["migrate", "down", "--steps", "10"], "");
     assert!(
         out.status.success(),

@@ -14,6 +14,7 @@ mod import;
 mod keys;
 mod mfa;
 mod ops;
+mod organizations;
 mod otel;
 mod overload;
 mod protection;
