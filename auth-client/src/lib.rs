@@ -50,7 +50,7 @@ mod trace;
 mod validator;
 
 pub use account::{RecoveryCodes, TotpEnrollment};
-pub use auth_proto::pb;
+pub use auth_proto::{pb, structs};
 pub use client::{
     AuthClient, ClientTls, DEFAULT_TIMEOUT, LoginOutcome, MfaChallenge, MfaCode, Session,
 };

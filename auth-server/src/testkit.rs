@@ -251,15 +251,28 @@ impl Server {
     }
 }
 
+/// `message` with `authorization: Bearer <token>`.
+pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {token}").parse().expect("ascii token");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
 impl Server {
-    /// A service account with `roles` and an API key for it, made through AdminService (by an
-    /// admin account created for the purpose); returns the key.
-    pub async fn service_account_key(&self, email: &str, roles: &[&str]) -> String {
+    /// An admin account `email` (created here) logged in: the `AdminService` client and the
+    /// access token to pass with [`bearer`].
+    pub async fn admin(
+        &self,
+        email: &str,
+    ) -> (
+        auth_proto::pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
+        String,
+    ) {
         use auth_proto::pb::{
             self, admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
         };
-        let admin_email = format!("keys-admin-{}", email.replace('@', "-at-")) + "@example.com";
-        self.account_with_roles(&admin_email, &["admin"]).await;
+        self.account_with_roles(email, &["admin"]).await;
         let channel = tonic::transport::Endpoint::from_shared(self.url())
             .expect("url")
             .connect()
@@ -267,20 +280,21 @@ impl Server {
             .expect("connect");
         let login = AuthServiceClient::new(channel.clone())
             .login(pb::LoginRequest {
-                email: admin_email,
+                email: email.into(),
                 password: PASSWORD.into(),
             })
             .await
             .expect("admin login")
             .into_inner();
-        fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-            let mut request = tonic::Request::new(message);
-            let value = format!("Bearer {token}").parse().expect("ascii token");
-            request.metadata_mut().insert("authorization", value);
-            request
-        }
-        let token = login.access_token;
-        let mut admin = AdminServiceClient::new(channel);
+        (AdminServiceClient::new(channel), login.access_token)
+    }
+
+    /// A service account with `roles` and an API key for it, made through AdminService (by an
+    /// admin account created for the purpose); returns the key.
+    pub async fn service_account_key(&self, email: &str, roles: &[&str]) -> String {
+        use auth_proto::pb;
+        let admin_email = format!("keys-admin-{}", email.replace('@', "-at-")) + "@example.com";
+        let (mut admin, token) = self.admin(&admin_email).await;
         let user = admin
             .create_service_account(bearer(
                 pb::CreateServiceAccountRequest {

@@ -1,12 +1,17 @@
-//! The HTTP API: `GET /me`, `PATCH /me` behind the auth-client [`AuthLayer`], and the open
-//! `GET /health/sync`.
+//! The HTTP API: `GET /me`, `PATCH /me` and `GET /orgs/{id}` behind the auth-client
+//! [`AuthLayer`], and the open `GET /health/sync`.
+//!
+//! `GET /orgs/{id}` answers members only, decided by the mirror (`user_companies`), which
+//! follows the auth service within a second: a member removed a moment ago is refused at once,
+//! even while the token they hold still lists the membership until its next refresh. A
+//! non-member gets 403 whether or not the company exists, so its existence does not leak.
 
 use std::{sync::Arc, sync::atomic::Ordering};
 
 use auth_client::{AuthLayer, Principal, Subscriber, Validator};
 use axum::{
     Extension, Json, Router,
-    extract::State,
+    extract::{Path, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -14,7 +19,7 @@ use axum::{
 use sea_orm::{DatabaseConnection, DbErr};
 use serde_json::{Map, Value, json};
 
-use crate::{db, sync::SyncStatus};
+use crate::{companies, db, sync::SyncStatus};
 
 /// Fields only auth-server may write.
 const AUTH_OWNED: [&str; 8] = [
@@ -51,6 +56,9 @@ pub enum ApiError {
     /// The caller's account was deleted.
     #[error("account deleted")]
     Gone,
+    /// The caller may not see this.
+    #[error("not a member of this organization")]
+    Forbidden,
     /// Database failure.
     #[error("database error")]
     Db(#[from] DbErr),
@@ -62,6 +70,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotMirrored => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Gone => StatusCode::NOT_FOUND,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::Db(error) => {
                 tracing::error!(error.message = %error, "database error");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -81,6 +90,7 @@ impl IntoResponse for ApiError {
 pub fn router(state: AppState, validator: Validator) -> Router {
     let guarded = Router::new()
         .route("/me", get(get_me).patch(patch_me))
+        .route("/orgs/{id}", get(get_org))
         .layer(AuthLayer::new(validator));
     Router::new()
         .route("/health/sync", get(health))
@@ -132,12 +142,52 @@ async fn mirrored(state: &AppState, user_id: &str) -> Result<db::userbase::Model
     }
 }
 
+fn json_or(text: &str, default: Value) -> Value {
+    serde_json::from_str(text).unwrap_or(default)
+}
+
 async fn get_me(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
     let row = mirrored(&state, &principal.user_id).await?;
-    Ok(Json(profile(&row)))
+    let mut me = profile(&row);
+    let organizations: Vec<Value> = companies::find_user_companies(&state.db, &row.id)
+        .await?
+        .into_iter()
+        .map(|(membership, company)| {
+            json!({
+                "id": company.id,
+                "name": company.name,
+                "slug": company.slug,
+                "roles": json_or(&membership.roles, json!([])),
+                "pinned": membership.pinned,
+            })
+        })
+        .collect();
+    me["organizations"] = Value::Array(organizations);
+    Ok(Json(me))
+}
+
+async fn get_org(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let membership = companies::find_membership(&state.db, &id, &principal.user_id)
+        .await?
+        .ok_or(ApiError::Forbidden)?;
+    let company = companies::find_company(&state.db, &id)
+        .await?
+        .ok_or(ApiError::Forbidden)?;
+    Ok(Json(json!({
+        "id": company.id,
+        "name": company.name,
+        "slug": company.slug,
+        "metadata": json_or(&company.metadata, json!({})),
+        "settings": json_or(&company.settings, json!({})),
+        "roles": json_or(&membership.roles, json!([])),
+    })))
 }
 
 async fn patch_me(
@@ -183,6 +233,7 @@ async fn patch_me(
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let sync = db::find_sync_state(&state.db).await?;
     let mirrored_users = db::count_users(&state.db).await?;
+    let (mirrored_companies, mirrored_memberships) = companies::count(&state.db).await?;
     let head = state
         .sync
         .head_sequence
@@ -196,6 +247,8 @@ async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
         "streaming": state.sync.connected.load(Ordering::Relaxed),
         "resumed_from": state.sync.resumed_from.load(Ordering::Relaxed),
         "mirrored_users": mirrored_users,
+        "mirrored_companies": mirrored_companies,
+        "mirrored_memberships": mirrored_memberships,
         "snapshot_users": sync.snapshot_users,
     })))
 }

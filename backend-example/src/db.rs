@@ -16,6 +16,9 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait as _;
 
 pub use migration::Migrator;
+pub(crate) use migration::create_table;
+
+use crate::companies;
 
 /// `userbase`: one row per user mirrored from auth-server.
 pub mod userbase {
@@ -205,7 +208,7 @@ mod migration {
 
     /// Creates a table; on MySQL as InnoDB with utf8mb4 and a binary collation, whatever the
     /// server's defaults (ids and emails compare byte for byte, as on the other backends).
-    async fn create_table(
+    pub(crate) async fn create_table(
         manager: &SchemaManager<'_>,
         mut table: TableCreateStatement,
     ) -> Result<(), DbErr> {
@@ -224,7 +227,10 @@ mod migration {
     #[async_trait::async_trait]
     impl MigratorTrait for Migrator {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            vec![Box::new(CreateMirror)]
+            vec![
+                Box::new(CreateMirror),
+                Box::new(crate::companies::migration::CreateCompanies),
+            ]
         }
     }
 }
@@ -309,6 +315,12 @@ pub async fn apply_event(
         let deleted = event.kind() == auth_client::pb::UserEventKind::UserDeleted;
         upsert_user(&tx, user, deleted).await?;
     }
+    if let Some(org) = &event.organization {
+        companies::upsert_company(&tx, org).await?;
+    }
+    if let Some(membership) = &event.membership {
+        companies::upsert_membership(&tx, membership).await?;
+    }
     let occurred_at = event
         .occurred_at
         .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
@@ -331,6 +343,12 @@ pub async fn apply_snapshot(
     let tx = db.begin().await?;
     for user in &snapshot.users {
         upsert_user(&tx, user, false).await?;
+    }
+    for org in &snapshot.organizations {
+        companies::upsert_company(&tx, org).await?;
+    }
+    for membership in &snapshot.memberships {
+        companies::upsert_membership(&tx, membership).await?;
     }
     sync_state::ActiveModel {
         id: Set(1),

@@ -3,11 +3,13 @@
 //! - [`auth::v1`]: the messages, `auth_service_client::AuthServiceClient` and
 //!   `auth_service_server::AuthServiceServer`.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
+//! - [`structs`]: `google.protobuf.Struct` (metadata fields) to and from a JSON object.
 //!
 //! Messages that carry a password or a token print `[redacted]` in place of the secret in
 //! their `Debug` output, so logging a request never leaks one.
 
 mod redact;
+pub mod structs;
 
 /// Package `auth`.
 pub mod auth {

@@ -1,8 +1,8 @@
 //! The organization calls of `auth.v1.AdminService`, and the protobuf forms of organizations,
 //! memberships and metadata (`google.protobuf.Struct` <-> a JSON object).
 
-use auth_proto::pb;
-use prost_types::{ListValue, Struct, Value, value::Kind};
+use auth_proto::{pb, structs};
+use prost_types::Struct;
 use tonic::{Request, Response, Status};
 
 use super::{admin::AdminApi, count, non_empty, timestamp_millis, unsigned};
@@ -14,70 +14,13 @@ use crate::{
 
 /// A JSON object as a `Struct`; `None` for an empty one.
 pub(crate) fn struct_pb(metadata: &Metadata) -> Option<Struct> {
-    (!metadata.is_empty()).then(|| Struct {
-        fields: metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), value_pb(v)))
-            .collect(),
-    })
-}
-
-fn value_pb(value: &serde_json::Value) -> Value {
-    let kind = match value {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(items) => Kind::ListValue(ListValue {
-            values: items.iter().map(value_pb).collect(),
-        }),
-        serde_json::Value::Object(map) => Kind::StructValue(Struct {
-            fields: map.iter().map(|(k, v)| (k.clone(), value_pb(v))).collect(),
-        }),
-    };
-    Value { kind: Some(kind) }
+    structs::to_struct(metadata)
 }
 
 /// A `Struct` as a JSON object; unset is empty. A number that is not finite is
-/// INVALID_ARGUMENT; whole numbers within 2^53 are kept as integers.
+/// INVALID_ARGUMENT.
 pub(crate) fn metadata_of(value: Option<Struct>) -> Result<Metadata, AuthError> {
-    value
-        .map(|s| {
-            s.fields
-                .into_iter()
-                .map(|(k, v)| Ok((k, json_of(v)?)))
-                .collect()
-        })
-        .transpose()
-        .map(Option::unwrap_or_default)
-}
-
-fn json_of(value: Value) -> Result<serde_json::Value, AuthError> {
-    Ok(match value.kind {
-        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
-        Some(Kind::NumberValue(n)) => {
-            const EXACT: f64 = 9_007_199_254_740_992.0;
-            if n.fract() == 0.0 && n.abs() <= EXACT {
-                #[allow(clippy::cast_possible_truncation)]
-                serde_json::Value::from(n as i64)
-            } else {
-                serde_json::Number::from_f64(n)
-                    .map(serde_json::Value::Number)
-                    .ok_or_else(|| {
-                        AuthError::InvalidArgument("metadata numbers must be finite".into())
-                    })?
-            }
-        }
-        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
-        Some(Kind::ListValue(list)) => serde_json::Value::Array(
-            list.values
-                .into_iter()
-                .map(json_of)
-                .collect::<Result<_, _>>()?,
-        ),
-        Some(Kind::StructValue(s)) => serde_json::Value::Object(metadata_of(Some(s))?),
-    })
+    structs::to_json(value.as_ref()).map_err(|e| AuthError::InvalidArgument(e.to_string()))
 }
 
 pub(crate) fn organization_pb(org: &OrganizationRecord) -> pb::Organization {
@@ -319,33 +262,5 @@ impl AdminApi {
                 })
                 .collect(),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metadata_round_trips_through_struct() {
-        let json = serde_json::json!({
-            "plan": "pro", "seats": 25, "ratio": 0.5, "tags": ["a", null, true],
-            "nested": {"deep": {"x": -3}}
-        });
-        let serde_json::Value::Object(map) = json else {
-            unreachable!()
-        };
-        assert_eq!(metadata_of(struct_pb(&map)).ok(), Some(map));
-        assert_eq!(metadata_of(None).ok(), Some(Metadata::new()));
-        let bad = Struct {
-            fields: [(
-                "x".to_owned(),
-                Value {
-                    kind: Some(Kind::NumberValue(f64::NAN)),
-                },
-            )]
-            .into(),
-        };
-        assert!(metadata_of(Some(bad)).is_err());
     }
 }
