@@ -19,7 +19,7 @@ use axum::{
 use sea_orm::{DatabaseConnection, DbErr};
 use serde_json::{Map, Value, json};
 
-use crate::{companies, db, sync::SyncStatus};
+use crate::{db, orgs, sync::SyncStatus};
 
 /// Fields only auth-server may write.
 const AUTH_OWNED: [&str; 8] = [
@@ -152,7 +152,7 @@ async fn get_me(
 ) -> Result<Json<Value>, ApiError> {
     let row = mirrored(&state, &principal.user_id).await?;
     let mut me = profile(&row);
-    let organizations: Vec<Value> = companies::find_user_companies(&state.db, &row.id)
+    let organizations: Vec<Value> = orgs::find_user_companies(&state.db, &row.id)
         .await?
         .into_iter()
         .map(|(membership, company)| {
@@ -174,10 +174,10 @@ async fn get_org(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let membership = companies::find_membership(&state.db, &id, &principal.user_id)
+    let membership = orgs::find_membership(&state.db, &id, &principal.user_id)
         .await?
         .ok_or(ApiError::Forbidden)?;
-    let company = companies::find_company(&state.db, &id)
+    let company = orgs::find_company(&state.db, &id)
         .await?
         .ok_or(ApiError::Forbidden)?;
     Ok(Json(json!({
@@ -233,7 +233,7 @@ async fn patch_me(
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let sync = db::find_sync_state(&state.db).await?;
     let mirrored_users = db::count_users(&state.db).await?;
-    let (mirrored_companies, mirrored_memberships) = companies::count(&state.db).await?;
+    let (mirrored_companies, mirrored_memberships) = orgs::count(&state.db).await?;
     let head = state
         .sync
         .head_sequence

@@ -18,7 +18,7 @@ use sea_orm_migration::MigratorTrait as _;
 pub use migration::Migrator;
 pub(crate) use migration::create_table;
 
-use crate::companies;
+use crate::orgs;
 
 /// `userbase`: one row per user mirrored from auth-server.
 pub mod userbase {
@@ -229,7 +229,7 @@ mod migration {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
             vec![
                 Box::new(CreateMirror),
-                Box::new(crate::companies::migration::CreateCompanies),
+                Box::new(crate::orgs::migration::CreateCompanies),
             ]
         }
     }
@@ -316,10 +316,10 @@ pub async fn apply_event(
         upsert_user(&tx, user, deleted).await?;
     }
     if let Some(org) = &event.organization {
-        companies::upsert_company(&tx, org).await?;
+        orgs::upsert_company(&tx, org).await?;
     }
     if let Some(membership) = &event.membership {
-        companies::upsert_membership(&tx, membership).await?;
+        orgs::upsert_membership(&tx, membership).await?;
     }
     let occurred_at = event
         .occurred_at
@@ -345,10 +345,10 @@ pub async fn apply_snapshot(
         upsert_user(&tx, user, false).await?;
     }
     for org in &snapshot.organizations {
-        companies::upsert_company(&tx, org).await?;
+        orgs::upsert_company(&tx, org).await?;
     }
     for membership in &snapshot.memberships {
-        companies::upsert_membership(&tx, membership).await?;
+        orgs::upsert_membership(&tx, membership).await?;
     }
     sync_state::ActiveModel {
         id: Set(1),

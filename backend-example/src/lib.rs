@@ -6,15 +6,15 @@
 //! | --- | --- |
 //! | [`config`] | `BACKEND_*` settings |
 //! | [`db`] | the mirror schema, migration and writes (auth-owned vs backend-owned fields) |
-//! | [`companies`] | the `companies` and `user_companies` mirror of organizations and memberships |
+//! | [`orgs`] | the `companies` and `user_companies` mirror of organizations and memberships |
 //! | [`sync`] | snapshot bootstrap and the resumable event stream |
 //! | [`api`] | `GET/PATCH /me`, `GET /health/sync` |
 //! | [`startup`] | `Backend`: build, serve, shut down |
 
 pub mod api;
-pub mod companies;
 pub mod config;
 pub mod db;
+pub mod orgs;
 pub mod startup;
 pub mod sync;
 

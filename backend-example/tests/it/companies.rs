@@ -111,7 +111,7 @@ async fn mirrored(
     BTreeMap<String, String>,
     BTreeMap<(String, String), Vec<String>>,
 ) {
-    use backend_example::companies::{companies, user_companies};
+    use backend_example::orgs::{companies, user_companies};
     let conn = backend_example::db::connect(url).await.expect("backend db");
     let names = companies::Entity::find()
         .all(&conn)
