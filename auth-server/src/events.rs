@@ -37,6 +37,8 @@ use std::{
 
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
+pub use crate::snapshot::SnapshotItem;
+
 use crate::{
     apikeys::ApiKeys,
     revocation::Revocations,
@@ -167,9 +169,9 @@ impl EventHub {
         find_head_sequence(self.inner.store.conn()).await
     }
 
-    /// Every user at one sequence: see [`snapshot`].
+    /// Every user, organization and membership at one sequence: see [`crate::snapshot`].
     pub fn snapshot(&self) -> mpsc::Receiver<Result<SnapshotItem, StorageError>> {
-        snapshot(self.inner.store.clone())
+        crate::snapshot::snapshot(self.inner.store.clone())
     }
 
     /// The newest sequence published to this process's streams.
@@ -418,102 +420,4 @@ async fn listen_postgres(url: String, wake: Arc<Notify>) {
         wake.notify_one();
         tokio::time::sleep(backoff(failures)).await;
     }
-}
-
-/// Reads a consistent snapshot: the head sequence and every user, streamed in pages from one
-/// read transaction.
-pub fn snapshot(store: Store) -> mpsc::Receiver<Result<SnapshotItem, StorageError>> {
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(async move {
-        if let Err(error) = send_snapshot(&store, &tx).await {
-            let _ = tx.send(Err(error)).await;
-        }
-    });
-    rx
-}
-
-/// One item of a snapshot stream.
-#[derive(Debug)]
-pub enum SnapshotItem {
-    /// First: the sequence the snapshot reflects and how many of each follow.
-    Header {
-        /// Events up to and including this one are reflected.
-        as_of_sequence: i64,
-        /// Users that follow.
-        user_count: u64,
-        /// Organizations that follow the users.
-        organization_count: u64,
-        /// Memberships that follow the organizations.
-        membership_count: u64,
-    },
-    /// One user.
-    User(storage::UserRecord),
-    /// One live organization.
-    Organization(storage::organizations::OrganizationRecord),
-    /// One live membership.
-    Membership(storage::organizations::MembershipRecord),
-}
-
-async fn send_snapshot(
-    store: &Store,
-    out: &mpsc::Sender<Result<SnapshotItem, StorageError>>,
-) -> Result<(), StorageError> {
-    let tx = store.begin_snapshot().await?;
-    let as_of_sequence = find_head_sequence(&tx).await?;
-    let header = SnapshotItem::Header {
-        as_of_sequence,
-        user_count: storage::users::count_users(&tx).await?,
-        organization_count: storage::organizations::count_organizations(&tx).await?,
-        membership_count: storage::organizations::count_memberships(&tx).await?,
-    };
-    if out.send(Ok(header)).await.is_err() {
-        return Ok(());
-    }
-    let mut after = String::new();
-    loop {
-        let page = storage::users::find_users_after(&tx, &after, PAGE).await?;
-        let done = (page.len() as u64) < PAGE;
-        for user in page {
-            after.clone_from(&user.id);
-            if out.send(Ok(SnapshotItem::User(user))).await.is_err() {
-                return Ok(());
-            }
-        }
-        if done {
-            break;
-        }
-    }
-    let mut after = String::new();
-    loop {
-        let page = storage::organizations::find_organizations_page(&tx, &after, PAGE, None).await?;
-        let done = (page.len() as u64) < PAGE;
-        for org in page {
-            after.clone_from(&org.id);
-            if out.send(Ok(SnapshotItem::Organization(org))).await.is_err() {
-                return Ok(());
-            }
-        }
-        if done {
-            break;
-        }
-    }
-    let (mut after_org, mut after_user) = (String::new(), String::new());
-    loop {
-        let page =
-            storage::organizations::find_memberships_after(&tx, (&after_org, &after_user), PAGE)
-                .await?;
-        let done = (page.len() as u64) < PAGE;
-        for m in page {
-            after_org.clone_from(&m.organization_id);
-            after_user.clone_from(&m.user_id);
-            if out.send(Ok(SnapshotItem::Membership(m))).await.is_err() {
-                return Ok(());
-            }
-        }
-        if done {
-            break;
-        }
-    }
-    tx.commit().await?;
-    Ok(())
 }

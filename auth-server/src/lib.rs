@@ -19,14 +19,15 @@
 //! | | [`accept`] | the accept loop: silent connections closed, connection cap, fd exhaustion back-off |
 //! | | [`tls`] | TLS and mutual TLS on the gRPC listener, certificate reload |
 //! | | [`telemetry`] | the tracing subscriber, OTLP export, trace context from callers |
-//! | domain | [`domain`] | one file per flow: signup, login, lockout, sessions (refresh reuse), credentials, mfa, admin |
+//! | domain | [`domain`] | one file per flow: signup, login, lockout, sessions (refresh reuse), credentials, mfa, admin, organizations |
 //! | mechanisms | [`passwords`] | argon2id on a bounded pool; email and password rules |
 //! | | [`tokens`] | PASETO v4.public access tokens: claims, issue, verify |
 //! | | [`keyset`] | the signing key set: keys, validity windows, which key signs |
 //! | | [`keys`] | signing keys in the database: load, rotate, retire, reload |
 //! | | [`revocation`] | the in-memory revoked-session set behind `Validate` |
 //! | | [`apikeys`] | service accounts' API keys: format, the in-memory set checked per call, per-key rate limit |
-//! | | [`events`] | the user event feed: tailer, fan-out to streams, LISTEN/NOTIFY, snapshots |
+//! | | [`events`] | the user event feed: tailer, fan-out to streams, LISTEN/NOTIFY |
+//! | | [`snapshot`] | `UserSnapshot`: users, organizations and memberships at one sequence |
 //! | | [`rate_limit`] | per-address rate limiting and client address resolution |
 //! | | [`mfa`] | TOTP secrets (encrypted at rest), code checks, recovery codes |
 //! | | [`mail`] | reset mails over SMTP |
@@ -61,6 +62,7 @@ pub mod revocation;
 pub mod sealing;
 pub mod secrets;
 pub mod service;
+pub mod snapshot;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

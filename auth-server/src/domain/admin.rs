@@ -376,7 +376,7 @@ impl Admin {
         }
         let count =
             revoke_user_sessions(&mut change, &user, None, RevokeReason::UserDeleted).await?;
-        super::organizations::remove_memberships(
+        super::memberships::remove_memberships(
             &mut change,
             storage::organizations::MembershipsOf::User(id),
         )

@@ -26,6 +26,7 @@ mod credentials;
 mod import;
 mod lockout;
 mod login;
+mod memberships;
 mod mfa;
 mod organizations;
 mod rules;
@@ -44,10 +45,8 @@ pub use import::{
 };
 pub use lockout::LockoutPolicy;
 pub use login::LoginOutcome;
-pub use organizations::{
-    MAX_TOKEN_MEMBERSHIP_BYTES, MAX_TOKEN_MEMBERSHIPS, NewOrganization, OrganizationUpdate,
-    UserOrganization,
-};
+pub use memberships::{MAX_TOKEN_MEMBERSHIP_BYTES, MAX_TOKEN_MEMBERSHIPS};
+pub use organizations::{NewOrganization, OrganizationUpdate, UserOrganization};
 pub use rules::{MAX_METADATA_BYTES, check_role, check_user_id};
 pub use sessions::{RefreshToken, SessionTokens};
 pub use signup::{NewAccount, create_account};

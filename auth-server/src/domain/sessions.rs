@@ -99,7 +99,7 @@ impl Accounts {
             clock::millis(refresh_expires_at),
         )
         .await?;
-        let memberships = super::organizations::token_memberships(change.db(), &user.id).await?;
+        let memberships = super::memberships::token_memberships(change.db(), &user.id).await?;
         change.commit().await?;
         let access = self
             .d

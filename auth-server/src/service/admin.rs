@@ -95,7 +95,7 @@ fn user_update(req: &pb::UpdateUserRequest) -> Result<UserUpdate, AuthError> {
             "email_verified" | "emailVerified" => update.email_verified = Some(req.email_verified),
             "roles" => update.roles = Some(req.roles.clone()),
             "metadata" => {
-                update.metadata = Some(super::organizations::metadata_of(req.metadata.clone())?);
+                update.metadata = Some(super::metadata_of(req.metadata.clone())?);
             }
             other => {
                 return Err(AuthError::InvalidArgument(format!(
@@ -259,7 +259,7 @@ impl AdminService for AdminApi {
             display_name: req.display_name,
             roles: req.roles,
             email_verified: req.email_verified,
-            metadata: super::organizations::metadata_of(req.metadata)?,
+            metadata: super::metadata_of(req.metadata)?,
         };
         let (user, invite) = self.admin.create_user(&actor, new).await?;
         Ok(Response::new(pb::CreateUserResponse {
@@ -318,7 +318,7 @@ impl AdminService for AdminApi {
         let actor = self.actor(&request).await?;
         let req = request.into_inner();
         let update = user_update(&req)?;
-        let expected = super::organizations::expected(req.expected_version)?;
+        let expected = super::expected(req.expected_version)?;
         let user = self
             .admin
             .update_user(&actor, &req.user_id, update, expected)

@@ -9,7 +9,8 @@ mod organizations;
 pub use admin::AdminApi;
 pub use auth::AuthApi;
 
-use auth_proto::pb;
+use auth_proto::{pb, structs};
+use prost_types::Struct;
 use tonic::{Request, metadata::MetadataMap};
 
 pub(crate) use crate::clock::{
@@ -19,7 +20,9 @@ use crate::{
     error::AuthError,
     limits::RpcClass,
     rate_limit::{ClientAddrResolver, RateLimiter},
-    storage::{ClientInfo, EventKind, EventSubject, StoredEvent, UserRecord},
+    storage::{
+        ClientInfo, EventKind, EventSubject, StoredEvent, UserRecord, organizations::Metadata,
+    },
     tokens::TokenError,
 };
 
@@ -115,6 +118,27 @@ pub(crate) fn unsigned(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// A JSON object as a `Struct`; `None` for an empty one.
+pub(crate) fn struct_pb(metadata: &Metadata) -> Option<Struct> {
+    structs::to_struct(metadata)
+}
+
+/// A `Struct` as a JSON object; unset is empty. A number that is not finite is
+/// INVALID_ARGUMENT.
+pub(crate) fn metadata_of(value: Option<Struct>) -> Result<Metadata, AuthError> {
+    structs::to_json(value.as_ref()).map_err(|e| AuthError::InvalidArgument(e.to_string()))
+}
+
+/// `expected_version`: 0 means "any".
+pub(crate) fn expected(version: u64) -> Result<Option<i64>, AuthError> {
+    match version {
+        0 => Ok(None),
+        v => i64::try_from(v)
+            .map(Some)
+            .map_err(|_| AuthError::InvalidArgument("expected_version is out of range".into())),
+    }
+}
+
 pub(crate) fn event_pb(event: &StoredEvent) -> pb::UserEvent {
     let kind = match event.kind {
         EventKind::UserCreated => pb::UserEventKind::UserCreated,
@@ -170,7 +194,7 @@ pub(crate) fn user_pb(user: &UserRecord) -> pb::User {
         version: unsigned(user.version),
         external_id: user.external_id.clone().unwrap_or_default(),
         service_account: user.service_account,
-        metadata: organizations::struct_pb(&user.metadata),
+        metadata: struct_pb(&user.metadata),
     }
 }
 

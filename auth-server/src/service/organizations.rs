@@ -1,27 +1,17 @@
 //! The organization calls of `auth.v1.AdminService`, and the protobuf forms of organizations,
 //! memberships and metadata (`google.protobuf.Struct` <-> a JSON object).
 
-use auth_proto::{pb, structs};
-use prost_types::Struct;
+use auth_proto::pb;
 use tonic::{Request, Response, Status};
 
-use super::{admin::AdminApi, count, non_empty, timestamp_millis, unsigned};
+use super::{
+    admin::AdminApi, count, expected, metadata_of, non_empty, struct_pb, timestamp_millis, unsigned,
+};
 use crate::{
     domain::{NewOrganization, OrganizationUpdate},
     error::AuthError,
-    storage::organizations::{MembershipRecord, Metadata, OrganizationRecord},
+    storage::organizations::{MembershipRecord, OrganizationRecord},
 };
-
-/// A JSON object as a `Struct`; `None` for an empty one.
-pub(crate) fn struct_pb(metadata: &Metadata) -> Option<Struct> {
-    structs::to_struct(metadata)
-}
-
-/// A `Struct` as a JSON object; unset is empty. A number that is not finite is
-/// INVALID_ARGUMENT.
-pub(crate) fn metadata_of(value: Option<Struct>) -> Result<Metadata, AuthError> {
-    structs::to_json(value.as_ref()).map_err(|e| AuthError::InvalidArgument(e.to_string()))
-}
 
 pub(crate) fn organization_pb(org: &OrganizationRecord) -> pb::Organization {
     pb::Organization {
@@ -45,16 +35,6 @@ pub(crate) fn membership_pb(m: &MembershipRecord) -> pb::Membership {
         created_at: Some(timestamp_millis(m.created_at)),
         updated_at: Some(timestamp_millis(m.updated_at)),
         removed: m.removed,
-    }
-}
-
-/// `expected_version`: 0 means "any".
-pub(super) fn expected(version: u64) -> Result<Option<i64>, AuthError> {
-    match version {
-        0 => Ok(None),
-        v => i64::try_from(v)
-            .map(Some)
-            .map_err(|_| AuthError::InvalidArgument("expected_version is out of range".into())),
     }
 }
 

@@ -9,8 +9,9 @@ use sea_orm::{
 };
 
 use super::{
-    PasswordHash, StorageError, StorageResult, UserRecord,
+    PasswordHash, StorageResult, UserRecord,
     entities::{credentials, users},
+    values::roles_json,
 };
 use crate::clock::now_millis;
 
@@ -34,11 +35,7 @@ pub struct NewUser {
     /// A service account (no password, API keys).
     pub service_account: bool,
     /// Admin-owned metadata.
-    pub metadata: super::organizations::Metadata,
-}
-
-pub(super) fn roles_json(roles: &[String]) -> StorageResult<String> {
-    serde_json::to_string(roles).map_err(|e| StorageError::Corrupt(e.to_string()))
+    pub metadata: super::values::Metadata,
 }
 
 /// On PostgreSQL, plans this transaction's statements for their actual values. The lookups below
@@ -123,7 +120,7 @@ pub async fn insert_users(
             service_account: Set(user.service_account),
             metadata: Set(match user.metadata.is_empty() {
                 true => None,
-                false => Some(super::organizations::metadata_json(&user.metadata)?),
+                false => Some(super::values::metadata_json(&user.metadata)?),
             }),
         });
         if let Some(hash) = user.password_hash {

@@ -18,6 +18,7 @@ pub mod events;
 pub mod imports;
 pub mod keys;
 pub mod listen;
+mod memberships;
 pub mod mfa;
 mod migrate;
 mod org_entities;
@@ -27,6 +28,7 @@ pub mod resets;
 pub mod sessions;
 pub mod throttle;
 pub mod users;
+mod values;
 
 use std::{
     ops::Deref,

@@ -10,7 +10,8 @@ pub use super::imports::NewUser;
 use super::{
     StorageError, StorageResult,
     entities::{credentials, users},
-    imports::{insert_users, roles_json},
+    imports::insert_users,
+    values::{like_escape, roles_json},
 };
 use crate::clock::now_millis;
 
@@ -51,7 +52,7 @@ pub struct UserRecord {
     pub service_account: bool,
     /// Admin-owned metadata (a JSON object).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub metadata: super::organizations::Metadata,
+    pub metadata: super::values::Metadata,
 }
 
 impl TryFrom<users::Model> for UserRecord {
@@ -71,7 +72,7 @@ impl TryFrom<users::Model> for UserRecord {
             created_at: model.created_at,
             external_id: model.external_id,
             service_account: model.service_account,
-            metadata: super::organizations::parse_metadata(model.metadata.as_deref(), "a user")?,
+            metadata: super::values::parse_metadata(model.metadata.as_deref(), "a user")?,
         })
     }
 }
@@ -233,18 +234,6 @@ pub struct UserFilter {
     pub disabled: Option<bool>,
 }
 
-/// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
-pub(super) fn like_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Up to `limit` live users with an id greater than `after_id` matching `filter`, by id.
 pub async fn find_users_page(
     conn: &impl ConnectionTrait,
@@ -294,7 +283,7 @@ pub struct UserChanges {
     /// New disabled state.
     pub disabled: Option<bool>,
     /// New metadata.
-    pub metadata: Option<super::organizations::Metadata>,
+    pub metadata: Option<super::values::Metadata>,
 }
 
 /// Applies `changes` if the user's version is still `expected_version`, adding `bumps` to it
@@ -330,7 +319,7 @@ pub async fn update_user(
         update = update.col_expr(users::Column::Disabled, Expr::value(disabled));
     }
     if let Some(metadata) = &changes.metadata {
-        let json = super::organizations::metadata_json(metadata)?;
+        let json = super::values::metadata_json(metadata)?;
         update = update.col_expr(users::Column::Metadata, Expr::value(json));
     }
     let result = update
