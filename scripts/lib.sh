@@ -44,10 +44,10 @@ call() {
 # expect_code CODE OUTPUT WHAT: OUTPUT is an error with gRPC code CODE.
 expect_code() { grep -q "\"code\": $1\b" <<<"$2" || fail "$3: wanted code $1, got: $2"; }
 
-# field PATH < JSON: the value at PATH (dotted for nested objects).
+# field PATH < JSON: the value at PATH (dotted for nested objects; a number indexes a list).
 field() {
   python3 -c 'import json,sys
 d=json.load(sys.stdin)
-for k in sys.argv[1].split("."): d=d[k]
+for k in sys.argv[1].split("."): d=d[int(k)] if isinstance(d,list) else d[k]
 print(d)' "$1"
 }

@@ -115,6 +115,28 @@ fn connect_error(url: &str, error: DbErr) -> StorageError {
     }
 }
 
+/// Connects; on SQLite retries for up to 10 s while the file is locked. Switching a new file to
+/// WAL needs an exclusive lock and SQLite answers `database is locked` at once (no busy wait)
+/// when another process holds one, for example a second server migrating the same new file.
+async fn connect_retrying_locked(
+    options: &sea_orm::ConnectOptions,
+    is_sqlite: bool,
+) -> Result<sea_orm::DatabaseConnection, sea_orm::DbErr> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Database::connect(options.clone()).await {
+            Err(error)
+                if is_sqlite
+                    && error.to_string().contains("database is locked")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://…`, `postgres://…` or `mysql://…`) with a pool of at most
     /// `max_connections` and otherwise default settings.
@@ -144,7 +166,7 @@ impl Store {
                     .create_if_missing(true)
             });
         }
-        let mut db = match Database::connect(options.clone()).await {
+        let mut db = match connect_retrying_locked(&options, is_sqlite).await {
             Ok(db) => db,
             Err(error) if backend == DbBackend::MySql && is_missing_database(&error) => {
                 create_mysql_database(url).await?;
