@@ -283,3 +283,48 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn org(from: &OrgFrom, uri: &str, header: Option<&str>) -> Option<String> {
+        let mut request = Request::builder().uri(uri);
+        if let Some(value) = header {
+            request = request.header("x-org", value);
+        }
+        from.find(&request.body(()).expect("request"))
+    }
+
+    #[test]
+    fn the_organization_comes_from_the_named_path_parameter_or_header() {
+        let path = OrgFrom::Path {
+            pattern: "/orgs/{org}/projects/{project}".into(),
+            name: "org".into(),
+        };
+        assert_eq!(
+            org(&path, "/orgs/o1/projects/p1", None).as_deref(),
+            Some("o1")
+        );
+        assert_eq!(
+            org(&path, "/orgs/o1/projects/p1/", None).as_deref(),
+            Some("o1")
+        );
+        assert_eq!(
+            org(&path, "/orgs/o1/projects/p1?x=1", None).as_deref(),
+            Some("o1")
+        );
+        for miss in [
+            "/orgs/o1/projects",
+            "/orgs/o1/projects/p1/x",
+            "/teams/o1/projects/p1",
+            "/orgs//projects/p1",
+        ] {
+            assert_eq!(org(&path, miss, None), None, "{miss}");
+        }
+        let header = OrgFrom::Header(http::HeaderName::from_static("x-org"));
+        assert_eq!(org(&header, "/", Some(" o2 ")).as_deref(), Some("o2"));
+        assert_eq!(org(&header, "/", Some("")), None);
+        assert_eq!(org(&header, "/", None), None);
+    }
+}

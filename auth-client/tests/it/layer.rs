@@ -173,3 +173,142 @@ async fn layer_on_a_tonic_service_answers_grpc_codes() {
         Code::Unavailable
     );
 }
+
+async fn fetch(
+    router: &Router,
+    uri: &str,
+    token: &str,
+    org_header: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = Request::builder()
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(org) = org_header {
+        request = request.header("x-organization-id", org);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_requires_an_organization_role_named_by_the_path_or_a_header() {
+    use auth_client::OrgFrom;
+    use auth_server::testkit::bearer;
+
+    let server = Server::start(TestDatabase::Sqlite, |_| {}).await;
+    let (mut admin, root) = server.admin("root@example.com").await;
+    let editor = server.user("editor@example.com").await;
+    let viewer = server.user("viewer@example.com").await;
+    let org_of = |name: &str| {
+        let request = auth_client::pb::CreateOrganizationRequest {
+            name: name.into(),
+            ..Default::default()
+        };
+        let mut admin = admin.clone();
+        let root = root.clone();
+        async move {
+            admin
+                .create_organization(bearer(request, &root))
+                .await
+                .expect("create")
+                .into_inner()
+                .organization
+                .expect("org")
+                .id
+        }
+    };
+    let acme = org_of("Acme").await;
+    let other = org_of("Other").await;
+    for (session, role) in [(&editor, "editor"), (&viewer, "viewer")] {
+        let request = auth_client::pb::AddMemberRequest {
+            organization_id: acme.clone(),
+            user_id: session.user.as_ref().map(|u| u.id.clone()).expect("user"),
+            roles: vec![role.into()],
+        };
+        admin
+            .add_member(bearer(request, &root))
+            .await
+            .expect("add member");
+    }
+    // Memberships reach tokens at the next refresh.
+    let client = server.client();
+    let editor = client
+        .refresh(&editor.refresh_token)
+        .await
+        .expect("refresh");
+    let viewer = client
+        .refresh(&viewer.refresh_token)
+        .await
+        .expect("refresh");
+
+    async fn roles(Extension(p): Extension<Principal>) -> String {
+        format!("{:?}", p.organizations)
+    }
+    for offline in [false, true] {
+        let validator = auth_client::Validator::builder(server.client())
+            .offline(offline)
+            .build();
+        let by_path = Router::new().route("/orgs/{org}/docs", get(roles)).layer(
+            AuthLayer::new(validator.clone()).require_org_role(
+                OrgFrom::Path {
+                    pattern: "/orgs/{org}/docs".into(),
+                    name: "org".into(),
+                },
+                "editor",
+            ),
+        );
+        let by_header = Router::new().route("/docs", get(roles)).layer(
+            AuthLayer::new(validator).require_org_role(
+                OrgFrom::Header("x-organization-id".parse().expect("name")),
+                "editor",
+            ),
+        );
+        let path = format!("/orgs/{acme}/docs");
+        let (status, body) = fetch(&by_path, &path, &editor.access_token, None).await;
+        assert_eq!(status, StatusCode::OK, "offline {offline}");
+        assert!(body.contains(&acme) && body.contains("editor"), "{body}");
+        assert_eq!(
+            fetch(&by_path, &path, &viewer.access_token, None).await.0,
+            StatusCode::FORBIDDEN,
+            "a member without the role"
+        );
+        assert_eq!(
+            fetch(
+                &by_path,
+                &format!("/orgs/{other}/docs"),
+                &editor.access_token,
+                None
+            )
+            .await
+            .0,
+            StatusCode::FORBIDDEN,
+            "another organization"
+        );
+        assert_eq!(
+            fetch(&by_header, "/docs", &editor.access_token, Some(&acme))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        for header in [None, Some(other.as_str()), Some("")] {
+            assert_eq!(
+                fetch(&by_header, "/docs", &editor.access_token, header)
+                    .await
+                    .0,
+                StatusCode::FORBIDDEN,
+                "{header:?}"
+            );
+        }
+    }
+}
