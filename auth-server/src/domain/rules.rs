@@ -96,13 +96,42 @@ pub(super) fn check_slug(slug: &str) -> Result<String, AuthError> {
     }
 }
 
-/// A slug made from a name: ASCII letters and digits lower-cased, runs of anything else one
-/// `-`, at most 63 bytes.
+/// The ASCII letters a Latin letter with a diacritic (or a ligature) is written with in a slug.
+fn ascii_letters(c: char) -> Option<&'static str> {
+    Some(match c.to_lowercase().next()? {
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => "a",
+        'ç' | 'ć' | 'č' => "c",
+        'ď' | 'đ' | 'ð' => "d",
+        'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ė' | 'ę' | 'ě' => "e",
+        'ğ' => "g",
+        'ì' | 'í' | 'î' | 'ï' | 'ī' | 'į' | 'ı' => "i",
+        'ł' | 'ľ' | 'ĺ' => "l",
+        'ñ' | 'ń' | 'ň' => "n",
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' | 'ő' => "o",
+        'ř' | 'ŕ' => "r",
+        'ś' | 'š' | 'ş' | 'ș' => "s",
+        'ť' | 'ţ' | 'ț' => "t",
+        'ù' | 'ú' | 'û' | 'ü' | 'ū' | 'ů' | 'ű' | 'ų' => "u",
+        'ý' | 'ÿ' => "y",
+        'ź' | 'ż' | 'ž' => "z",
+        'ß' => "ss",
+        'æ' => "ae",
+        'œ' => "oe",
+        'þ' => "th",
+        _ => return None,
+    })
+}
+
+/// A slug made from a name: ASCII letters and digits lower-cased, Latin letters with
+/// diacritics without them (`Ü` -> `u`, `ß` -> `ss`), runs of anything else one `-`, at most 63
+/// bytes.
 pub(super) fn slug_from_name(name: &str) -> Result<String, AuthError> {
     let mut slug = String::new();
     for c in name.chars() {
         if c.is_ascii_alphanumeric() {
             slug.push(c.to_ascii_lowercase());
+        } else if let Some(letters) = ascii_letters(c) {
+            slug.push_str(letters);
         } else if !slug.is_empty() && !slug.ends_with('-') {
             slug.push('-');
         }
@@ -161,8 +190,12 @@ mod tests {
             Some("acme-corp-ltd".into())
         );
         assert_eq!(
-            slug_from_name("Ünïcode Café").ok(),
-            Some("n-code-caf".into())
+            slug_from_name("Ünïcorn Café").ok(),
+            Some("unicorn-cafe".into())
+        );
+        assert_eq!(
+            slug_from_name("Straße Œuvre").ok(),
+            Some("strasse-oeuvre".into())
         );
         assert!(slug_from_name("日本").is_err());
     }
