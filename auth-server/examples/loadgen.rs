@@ -86,6 +86,10 @@ struct Args {
     /// Database of the in-process server: `sqlite`, `postgres` or `mysql`.
     #[arg(long, default_value = "sqlite")]
     backend: String,
+    /// Organizations the logging-in user belongs to (each login and refresh reads them into
+    /// the token; 32 is the most a token carries). In-process server only.
+    #[arg(long, default_value_t = 0)]
+    memberships: usize,
 }
 
 fn cores() -> usize {
@@ -241,6 +245,30 @@ fn report(name: &str, m: &Measured) {
     }
 }
 
+/// Puts `user_id` into `count` new organizations, straight into the database.
+async fn add_memberships(url: &str, user_id: &str, count: usize) -> anyhow::Result<()> {
+    use auth_server::storage::{Store, organizations};
+    let store = Store::connect(url, 1).await?;
+    let tx = store.begin_write().await?;
+    for i in 0..count {
+        let org = organizations::OrganizationRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: format!("Load {i}"),
+            slug: format!("load-{i}"),
+            metadata: Default::default(),
+            version: 1,
+            created_at: 0,
+            updated_at: 0,
+            deleted: false,
+        };
+        organizations::insert_organization(&*tx, &org).await?;
+        organizations::add_membership(&*tx, &org.id, user_id, &["editor".to_owned()]).await?;
+    }
+    tx.commit().await?;
+    store.close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -256,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
     // Server.
     let _dir;
     let mut database_url = None;
+    let mut server_database_url = None;
     let mut hash_pool = None;
     let addr = match args.target {
         Some(addr) => addr,
@@ -280,6 +309,7 @@ async fn main() -> anyhow::Result<()> {
             settings.protection.rate_limit = None;
             // The locked email must stay locked through every round.
             settings.protection.lockout.lockout_base_secs = 3600;
+            server_database_url = Some(settings.database_url.clone());
             let app = Application::build(settings).await?;
             let addr = app.local_addr();
             hash_pool = Some(app.hash_pool());
@@ -336,12 +366,24 @@ async fn main() -> anyhow::Result<()> {
     let email = format!("load-{}@example.com", uuid::Uuid::new_v4().simple());
     let password = "correct horse battery".to_owned();
     let mut c = client(0);
-    c.register(pb::RegisterRequest {
-        email: email.clone(),
-        password: password.clone(),
-        display_name: String::new(),
-    })
-    .await?;
+    let user_id = c
+        .register(pb::RegisterRequest {
+            email: email.clone(),
+            password: password.clone(),
+            display_name: String::new(),
+        })
+        .await?
+        .into_inner()
+        .user
+        .map(|u| u.id)
+        .unwrap_or_default();
+    if args.memberships > 0 {
+        let url = server_database_url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("--memberships needs the in-process server"))?;
+        add_memberships(url, &user_id, args.memberships).await?;
+        println!("the logging-in user belongs to {} organizations", args.memberships);
+    }
     let token = c
         .login(pb::LoginRequest {
             email: email.clone(),
