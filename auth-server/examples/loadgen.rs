@@ -382,7 +382,10 @@ async fn main() -> anyhow::Result<()> {
             .as_deref()
             .ok_or_else(|| anyhow::anyhow!("--memberships needs the in-process server"))?;
         add_memberships(url, &user_id, args.memberships).await?;
-        println!("the logging-in user belongs to {} organizations", args.memberships);
+        println!(
+            "the logging-in user belongs to {} organizations",
+            args.memberships
+        );
     }
     let token = c
         .login(pb::LoginRequest {

@@ -15,6 +15,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpListener,
 };
+use tonic::codec::CompressionEncoding;
 use tonic::transport::{
     Server,
     server::{Connected, Router},
@@ -425,10 +426,18 @@ fn router(
     let reflection_v1alpha = reflection().build_v1alpha()?;
     // Unary messages are held to MAX_REQUEST_BYTES by ClassLimit before they reach tonic; an
     // ImportUsers message (up to 1,000 rows) may be larger.
+    // gzip both ways for clients that ask (grpcio, grpc-health-probe, grpcurl with it on); the
+    // decoding limits hold for the decompressed message.
+    let gzip = CompressionEncoding::Gzip;
     let admin = AdminServiceServer::new(AdminApi::new(accounts.clone(), guard.clone()))
-        .max_decoding_message_size(MAX_IMPORT_MESSAGE_BYTES);
+        .max_decoding_message_size(MAX_IMPORT_MESSAGE_BYTES)
+        .accept_compressed(gzip)
+        .send_compressed(gzip);
     let auth = AuthServiceServer::new(AuthApi::new(accounts, hub, guard))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .accept_compressed(gzip)
+        .send_compressed(gzip);
+    let health = health.accept_compressed(gzip).send_compressed(gzip);
     let limits = settings.limits;
     Ok(Server::builder()
         .http2_keepalive_interval(Some(limits.keepalive))

@@ -5,6 +5,7 @@ mod account;
 mod admin;
 mod bad_input;
 mod cli;
+mod compression;
 mod concurrency;
 mod db_tls;
 mod events;
