@@ -169,7 +169,7 @@ pub fn classify(path: &str) -> RpcClass {
     match method {
         "Validate" | "GetPublicKeys" => RpcClass::Validate,
         "UserEvents" | "UserSnapshot" => RpcClass::Stream,
-        "Logout" => RpcClass::Other,
+        "Logout" | "GetMe" | "ListMySessions" | "RevokeMySessions" => RpcClass::Other,
         _ => RpcClass::Password,
     }
 }
@@ -448,5 +448,10 @@ mod tests {
             RpcClass::Reflection
         );
         assert_eq!(classify("/auth.v1.AuthService/Logout"), RpcClass::Other);
+        assert_eq!(classify("/auth.v1.AuthService/GetMe"), RpcClass::Other);
+        assert_eq!(
+            classify("/auth.v1.AuthService/RevokeMySessions"),
+            RpcClass::Other
+        );
     }
 }

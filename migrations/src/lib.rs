@@ -13,6 +13,7 @@ mod m20261126_000003_signing_keys;
 mod m20261130_000004_external_ids;
 mod m20261130_000005_api_keys;
 mod m20261130_000006_organizations;
+mod m20261130_000007_last_login;
 
 /// Runs the migrations in order.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000004_external_ids::Migration),
             Box::new(m20261130_000005_api_keys::Migration),
             Box::new(m20261130_000006_organizations::Migration),
+            Box::new(m20261130_000007_last_login::Migration),
         ]
     }
 }

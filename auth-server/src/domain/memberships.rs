@@ -4,7 +4,10 @@
 use super::Change;
 use crate::{
     error::AuthError,
-    storage::{self, EventKind, organizations::MembershipsOf},
+    storage::{
+        self, EventKind,
+        organizations::{MembershipRecord, MembershipsOf, OrganizationRecord},
+    },
     tokens::TokenMemberships,
 };
 
@@ -55,4 +58,36 @@ pub(super) async fn remove_memberships(
         change.membership_event(EventKind::MembershipRemoved, m);
     }
     Ok(removed.len())
+}
+
+/// A user's membership with its organization.
+#[derive(Debug, Clone)]
+pub struct UserOrganization {
+    /// The organization.
+    pub organization: OrganizationRecord,
+    /// The membership.
+    pub membership: MembershipRecord,
+}
+
+/// Every live organization `user_id` belongs to, with the membership, by organization id.
+pub(super) async fn user_organizations(
+    conn: &impl sea_orm::ConnectionTrait,
+    user_id: &str,
+) -> Result<Vec<UserOrganization>, AuthError> {
+    let memberships = storage::organizations::find_user_memberships(conn, user_id).await?;
+    let ids: Vec<String> = memberships
+        .iter()
+        .map(|m| m.organization_id.clone())
+        .collect();
+    let mut orgs = storage::organizations::find_organizations_by_ids(conn, &ids).await?;
+    Ok(memberships
+        .into_iter()
+        .filter_map(|membership| {
+            orgs.remove(&membership.organization_id)
+                .map(|organization| UserOrganization {
+                    organization,
+                    membership,
+                })
+        })
+        .collect())
 }

@@ -16,7 +16,7 @@ use super::{
     Admin, Change,
     admin::Actor,
     admin_views::{cut_page, decode_page_token, encode_page_token, page_size},
-    memberships::remove_memberships,
+    memberships::{UserOrganization, remove_memberships, user_organizations},
     rules::{
         check_id, check_metadata, check_organization_name, check_roles, check_slug, slug_from_name,
     },
@@ -52,15 +52,6 @@ pub struct OrganizationUpdate {
     pub slug: Option<String>,
     /// New metadata, replacing the old.
     pub metadata: Option<Metadata>,
-}
-
-/// A user's membership with its organization.
-#[derive(Debug, Clone)]
-pub struct UserOrganization {
-    /// The organization.
-    pub organization: OrganizationRecord,
-    /// The membership.
-    pub membership: MembershipRecord,
 }
 
 fn slug_taken(error: StorageError) -> AuthError {
@@ -418,22 +409,6 @@ impl Admin {
         user_id: &str,
     ) -> Result<Vec<UserOrganization>, AuthError> {
         let user = self.find_user(user_id).await?;
-        let conn = self.d().store.conn();
-        let memberships = storage::organizations::find_user_memberships(conn, &user.id).await?;
-        let ids: Vec<String> = memberships
-            .iter()
-            .map(|m| m.organization_id.clone())
-            .collect();
-        let mut orgs = storage::organizations::find_organizations_by_ids(conn, &ids).await?;
-        Ok(memberships
-            .into_iter()
-            .filter_map(|membership| {
-                orgs.remove(&membership.organization_id)
-                    .map(|organization| UserOrganization {
-                        organization,
-                        membership,
-                    })
-            })
-            .collect())
+        user_organizations(self.d().store.conn(), &user.id).await
     }
 }

@@ -40,9 +40,9 @@ use crate::{
 /// The gRPC face of [`Accounts`] and the event feed.
 #[derive(Debug, Clone)]
 pub struct AuthApi {
-    accounts: Accounts,
+    pub(super) accounts: Accounts,
     events: EventHub,
-    guard: RequestGuard,
+    pub(super) guard: RequestGuard,
 }
 
 impl AuthApi {
@@ -55,7 +55,7 @@ impl AuthApi {
         }
     }
 
-    fn bearer<T>(&self, request: &Request<T>) -> Result<AccessClaims, AuthError> {
+    pub(super) fn bearer<T>(&self, request: &Request<T>) -> Result<AccessClaims, AuthError> {
         let claims = self.accounts.validate(bearer_token(request.metadata())?)?;
         record_user(&claims.user_id);
         Ok(claims)
@@ -146,6 +146,27 @@ impl AuthService for AuthApi {
             .refresh(&request.get_ref().refresh_token, &client)
             .await?;
         Ok(Response::new(session_response!(pb::RefreshResponse, s)))
+    }
+
+    async fn get_me(
+        &self,
+        request: Request<pb::GetMeRequest>,
+    ) -> Result<Response<pb::GetMeResponse>, Status> {
+        self.get_me_rpc(request).await
+    }
+
+    async fn list_my_sessions(
+        &self,
+        request: Request<pb::ListMySessionsRequest>,
+    ) -> Result<Response<pb::ListMySessionsResponse>, Status> {
+        self.list_my_sessions_rpc(request).await
+    }
+
+    async fn revoke_my_sessions(
+        &self,
+        request: Request<pb::RevokeMySessionsRequest>,
+    ) -> Result<Response<pb::RevokeMySessionsResponse>, Status> {
+        self.revoke_my_sessions_rpc(request).await
     }
 
     async fn logout(

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod import;
+mod me;
 mod organizations;
 
 pub use admin::AdminApi;

@@ -75,11 +75,13 @@ pub enum AuditKind {
     AdminMemberUpdated,
     /// Admin: member removed from an organization.
     AdminMemberRemoved,
+    /// A user ended their own sessions (`RevokeMySessions`).
+    SessionsRevoked,
 }
 
 impl AuditKind {
     /// Every kind, for validating filters.
-    pub const ALL: [AuditKind; 32] = [
+    pub const ALL: [AuditKind; 33] = [
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
         AuditKind::LoginLocked,
@@ -112,6 +114,7 @@ impl AuditKind {
         AuditKind::AdminMemberAdded,
         AuditKind::AdminMemberUpdated,
         AuditKind::AdminMemberRemoved,
+        AuditKind::SessionsRevoked,
     ];
 
     /// Stored name.
@@ -149,6 +152,7 @@ impl AuditKind {
             AuditKind::AdminMemberAdded => "admin_member_added",
             AuditKind::AdminMemberUpdated => "admin_member_updated",
             AuditKind::AdminMemberRemoved => "admin_member_removed",
+            AuditKind::SessionsRevoked => "sessions_revoked",
         }
     }
 

@@ -35,6 +35,8 @@ pub mod users {
         pub service_account: bool,
         /// Admin-owned JSON object (migration 6); none reads as `{}`.
         pub metadata: Option<String>,
+        /// Last login (a new session), migration 7.
+        pub last_login_at: Option<i64>,
     }
 
     /// No relations are navigated through the ORM.

@@ -122,6 +122,7 @@ pub async fn insert_users(
                 true => None,
                 false => Some(super::values::metadata_json(&user.metadata)?),
             }),
+            last_login_at: Set(None),
         });
         if let Some(hash) = user.password_hash {
             credential_rows.push(credentials::ActiveModel {

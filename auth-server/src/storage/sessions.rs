@@ -28,6 +28,8 @@ pub enum RevokeReason {
     UserDeleted,
     /// An admin revoked the session.
     Admin,
+    /// The user ended it from another session (`RevokeMySessions`).
+    User,
 }
 
 impl RevokeReason {
@@ -40,6 +42,7 @@ impl RevokeReason {
             RevokeReason::UserDisabled => "user_disabled",
             RevokeReason::UserDeleted => "user_deleted",
             RevokeReason::Admin => "admin",
+            RevokeReason::User => "user",
         }
     }
 }
@@ -101,6 +104,15 @@ pub async fn create_session(
     }
     .insert(conn)
     .await?;
+    // The user's last login: not public state, so no version bump and no event.
+    super::entities::users::Entity::update_many()
+        .col_expr(
+            super::entities::users::Column::LastLoginAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .filter(super::entities::users::Column::Id.eq(user_id))
+        .exec(conn)
+        .await?;
     Ok(id)
 }
 

@@ -428,3 +428,23 @@ pub async fn has_password(conn: &impl ConnectionTrait, user_id: &str) -> Storage
         .await?
         > 0)
 }
+
+/// When the user last logged in and last set a password (`None`: never, or no password).
+pub async fn find_login_times(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+) -> StorageResult<(Option<i64>, Option<i64>)> {
+    let last_login: Option<Option<i64>> = users::Entity::find_by_id(user_id.to_owned())
+        .select_only()
+        .column(users::Column::LastLoginAt)
+        .into_tuple()
+        .one(conn)
+        .await?;
+    let password_changed: Option<i64> = credentials::Entity::find_by_id(user_id.to_owned())
+        .select_only()
+        .column(credentials::Column::UpdatedAt)
+        .into_tuple()
+        .one(conn)
+        .await?;
+    Ok((last_login.flatten(), password_changed))
+}

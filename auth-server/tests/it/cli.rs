@@ -152,13 +152,14 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    const ALL: [&str; 6] = [
+    const ALL: [&str; 7] = [
         "m20261126_000001_core",
         "m20261126_000002_protection",
         "m20261126_000003_signing_keys",
         "m20261130_000004_external_ids",
         "m20261130_000005_api_keys",
         "m20261130_000006_organizations",
+        "m20261130_000007_last_login",
     ];
     let now = status(&app);
     assert!(
@@ -173,11 +174,11 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         String::from_utf8_lossy(&out.stderr)
     );
     let now = status(&app);
-    assert!(now.contains("applied m20261130_000005_api_keys"), "{now}");
     assert!(
-        now.contains("pending m20261130_000006_organizations"),
+        now.contains("applied m20261130_000006_organizations"),
         "{now}"
     );
+    assert!(now.contains("pending m20261130_000007_last_login"), "{now}");
     let out = auth_server(&app, &["migrate", "down", "--steps", "10"], "");
     assert!(
         out.status.success(),

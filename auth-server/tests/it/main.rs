@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod import;
 mod keys;
+mod me;
 mod mfa;
 mod ops;
 mod organizations;
