@@ -156,7 +156,7 @@ async fn a_user_reads_their_account_and_ends_their_other_sessions(db: Db) {
     )
     .await
     .expect("revoke b");
-    assert_eq!(revoked, [b.session_id.clone()]);
+    assert_eq!(revoked, vec![b.session_id.clone()]);
     let status = assert_code(app.validate(&b.access_token).await, Code::Unauthenticated);
     assert_eq!(reason(&status).as_deref(), Some("SESSION_REVOKED"));
     assert_code(app.refresh(&b.refresh_token).await, Code::Unauthenticated);
