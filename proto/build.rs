@@ -22,6 +22,7 @@ const SECRET_MESSAGES: &[&str] = &[
     ".auth.v1.CompleteMfaLoginRequest",
     ".auth.v1.CompleteMfaLoginResponse",
     ".auth.v1.DisableTotpRequest",
+    ".auth.v1.DeleteMyAccountRequest",
     ".auth.v1.CreateUserRequest",
     ".auth.v1.CreateUserResponse",
     ".auth.v1.IssuePasswordResetResponse",

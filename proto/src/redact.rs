@@ -95,6 +95,10 @@ redacted_debug!(DisableTotpRequest {
     shown: [],
     hidden: [current_password]
 });
+redacted_debug!(DeleteMyAccountRequest {
+    shown: [],
+    hidden: [current_password, totp_code]
+});
 redacted_debug!(CreateUserRequest {
     shown: [email, display_name, roles, email_verified],
     hidden: [password],

@@ -17,7 +17,6 @@ use super::{
     signup::{AccountSpec, Creator},
 };
 use crate::{
-    clock,
     error::AuthError,
     passwords::{self, Password},
     storage::{
@@ -374,20 +373,7 @@ impl Admin {
         if user.roles.iter().any(|r| r == ROLE_ADMIN) && !user.disabled {
             self.ensure_other_admin(&change, &user).await?;
         }
-        let count =
-            revoke_user_sessions(&mut change, &user, None, RevokeReason::UserDeleted).await?;
-        super::memberships::remove_memberships(
-            &mut change,
-            storage::organizations::MembershipsOf::User(id),
-        )
-        .await?;
-        let deleted = storage::users::delete_user(change.db(), &user)
-            .await?
-            .ok_or(AuthError::NotFound("user"))?;
-        storage::mfa::delete_totp(change.db(), id).await?;
-        storage::resets::spend_user_resets(change.db(), id, clock::now_millis()).await?;
-        lockout::clear(change.db(), &user.email).await?;
-        change.event(EventKind::UserDeleted, &deleted);
+        let count = super::deletion::delete_account(&mut change, &user).await?;
         let record = Self::audit(actor, AuditKind::AdminUserDeleted, id).detail(json!({
             "email": user.email,
             "revoked_sessions": count,

@@ -4,16 +4,18 @@
 use serde_json::json;
 
 use super::{
-    Accounts,
+    Accounts, ROLE_ADMIN,
+    deletion::delete_account,
     memberships::{UserOrganization, user_organizations},
     sessions::{revoke_session, revoke_user_sessions},
 };
 use crate::{
     clock,
     error::AuthError,
+    passwords::Password,
     storage::{
         self, ClientInfo, UserRecord,
-        audit::{AuditKind, AuditRecord},
+        audit::{AuditKind, AuditRecord, Outcome},
         sessions::{RevokeReason, SessionDetails},
     },
     tokens::AccessClaims,
@@ -118,5 +120,70 @@ impl Accounts {
         let revoked = change.commit().await?.revoked;
         tracing::info!(revoked_sessions = revoked.len(), "own sessions revoked");
         Ok(revoked)
+    }
+
+    /// Deletes the caller's account after checking the current password and, when MFA is on,
+    /// a current TOTP code (spent, so it cannot be replayed); the same deletion as an admin's.
+    /// The last enabled admin cannot delete themselves. Returns how many sessions ended.
+    #[tracing::instrument(skip_all, fields(user_id = %claims.user_id))]
+    pub async fn delete_my_account(
+        &self,
+        claims: &AccessClaims,
+        current: Password,
+        totp_code: &str,
+        client: &ClientInfo,
+    ) -> Result<usize, AuthError> {
+        let d = &self.d;
+        let user = self.live_user(claims).await?;
+        let totp_code = totp_code.trim();
+        if totp_code.len() > 32 {
+            return Err(AuthError::MfaCodeInvalid);
+        }
+        self.check_current_password(&user, current).await?;
+        let totp = storage::mfa::find_totp(d.store.conn(), &user.id)
+            .await?
+            .filter(|t| t.confirmed);
+        let mut change = d.begin().await?;
+        if let Some(totp) = totp {
+            if totp_code.is_empty() {
+                return Err(AuthError::InvalidArgument(
+                    "totp_code is required: MFA is on for this account".into(),
+                ));
+            }
+            let secret = d.mfa.decrypt(&user.id, &totp.secret_enc)?;
+            let step = clock::unix_secs_now().and_then(|t| secret.check(totp_code, t));
+            let spent = match step {
+                Some(step) => storage::mfa::spend_totp_step(change.db(), &user.id, step).await?,
+                None => false,
+            };
+            if !spent {
+                drop(change);
+                let record = AuditRecord::new(AuditKind::MfaFailed, client)
+                    .outcome(Outcome::Failure)
+                    .actor(&user.id)
+                    .subject(&user.id)
+                    .detail(json!({ "stage": "delete_account" }));
+                storage::audit::append_audit(d.store.conn(), record).await?;
+                return Err(AuthError::MfaCodeInvalid);
+            }
+        }
+        if user.roles.iter().any(|r| r == ROLE_ADMIN) {
+            let admins = storage::users::find_enabled_admin_ids_for_update(change.db()).await?;
+            if admins.iter().all(|id| id == &user.id) {
+                return Err(AuthError::LastAdmin);
+            }
+        }
+        let count = delete_account(&mut change, &user).await?;
+        let mut record = AuditRecord::new(AuditKind::AccountDeleted, client)
+            .actor(&user.id)
+            .subject(&user.id)
+            .detail(json!({ "email": user.email, "revoked_sessions": count }));
+        if !claims.session_id.is_empty() {
+            record = record.session(&claims.session_id);
+        }
+        change.audit(record).await?;
+        change.commit().await?;
+        tracing::info!(revoked_sessions = count, "account deleted by its user");
+        Ok(count)
     }
 }

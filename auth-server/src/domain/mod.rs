@@ -23,6 +23,7 @@ mod admin;
 mod admin_views;
 mod change;
 mod credentials;
+mod deletion;
 mod import;
 mod lockout;
 mod login;

@@ -169,6 +169,13 @@ impl AuthService for AuthApi {
         self.revoke_my_sessions_rpc(request).await
     }
 
+    async fn delete_my_account(
+        &self,
+        request: Request<pb::DeleteMyAccountRequest>,
+    ) -> Result<Response<pb::DeleteMyAccountResponse>, Status> {
+        self.delete_my_account_rpc(request).await
+    }
+
     async fn logout(
         &self,
         request: Request<pb::LogoutRequest>,

@@ -1,11 +1,13 @@
 //! The caller's own account calls of `auth.v1.AuthService`: `GetMe`, `ListMySessions`,
-//! `RevokeMySessions`.
+//! `RevokeMySessions`, `DeleteMyAccount`.
 
 use auth_proto::pb;
 use tonic::{Request, Response, Status};
 
-use super::{auth::AuthApi, non_empty, organizations::organization_pb, timestamp_millis, user_pb};
-use crate::{domain::MySessions, error::AuthError};
+use super::{
+    auth::AuthApi, count, non_empty, organizations::organization_pb, timestamp_millis, user_pb,
+};
+use crate::{domain::MySessions, error::AuthError, passwords::Password};
 
 impl AuthApi {
     pub(super) async fn get_me_rpc(
@@ -76,6 +78,27 @@ impl AuthApi {
             .await?;
         Ok(Response::new(pb::RevokeMySessionsResponse {
             revoked_session_ids: revoked,
+        }))
+    }
+
+    pub(super) async fn delete_my_account_rpc(
+        &self,
+        request: Request<pb::DeleteMyAccountRequest>,
+    ) -> Result<Response<pb::DeleteMyAccountResponse>, Status> {
+        let claims = self.bearer(&request)?;
+        let client = self.guard.admit(&request)?;
+        let req = request.into_inner();
+        let revoked = self
+            .accounts
+            .delete_my_account(
+                &claims,
+                Password::new(req.current_password),
+                &req.totp_code,
+                &client,
+            )
+            .await?;
+        Ok(Response::new(pb::DeleteMyAccountResponse {
+            revoked_sessions: count(revoked),
         }))
     }
 }

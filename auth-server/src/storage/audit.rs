@@ -77,11 +77,13 @@ pub enum AuditKind {
     AdminMemberRemoved,
     /// A user ended their own sessions (`RevokeMySessions`).
     SessionsRevoked,
+    /// A user deleted their own account (`DeleteMyAccount`).
+    AccountDeleted,
 }
 
 impl AuditKind {
     /// Every kind, for validating filters.
-    pub const ALL: [AuditKind; 33] = [
+    pub const ALL: [AuditKind; 34] = [
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
         AuditKind::LoginLocked,
@@ -115,6 +117,7 @@ impl AuditKind {
         AuditKind::AdminMemberUpdated,
         AuditKind::AdminMemberRemoved,
         AuditKind::SessionsRevoked,
+        AuditKind::AccountDeleted,
     ];
 
     /// Stored name.
@@ -153,6 +156,7 @@ impl AuditKind {
             AuditKind::AdminMemberUpdated => "admin_member_updated",
             AuditKind::AdminMemberRemoved => "admin_member_removed",
             AuditKind::SessionsRevoked => "sessions_revoked",
+            AuditKind::AccountDeleted => "account_deleted",
         }
     }
 

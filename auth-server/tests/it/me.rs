@@ -4,9 +4,16 @@
 use auth_proto::pb;
 use tonic::Code;
 
-use crate::{every_backend, helpers::*};
+use crate::{
+    every_backend,
+    helpers::*,
+    mfa::{enrolled, first_step, second_step},
+};
 
-every_backend!(a_user_reads_their_account_and_ends_their_other_sessions);
+every_backend!(
+    a_user_reads_their_account_and_ends_their_other_sessions,
+    a_user_deletes_their_account_with_password_and_totp,
+);
 
 async fn my_sessions(app: &TestApp, token: &str) -> Vec<pb::MySession> {
     app.client
@@ -200,4 +207,104 @@ async fn a_user_reads_their_account_and_ends_their_other_sessions(db: Db) {
     assert!(left[0].current);
     let kinds: Vec<String> = app.audit_rows().await.into_iter().map(|r| r.kind).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "sessions_revoked").count(), 2);
+}
+
+async fn delete_me(
+    app: &TestApp,
+    token: &str,
+    password: &str,
+    code: &str,
+) -> Result<u32, tonic::Status> {
+    app.client
+        .clone()
+        .delete_my_account(bearer(
+            pb::DeleteMyAccountRequest {
+                current_password: password.into(),
+                totp_code: code.into(),
+            },
+            token,
+        ))
+        .await
+        .map(|r| r.into_inner().revoked_sessions)
+}
+
+async fn a_user_deletes_their_account_with_password_and_totp(db: Db) {
+    let app = spawn_app(db).await;
+    let root = app.token_with_roles("root@example.com", &["admin"]).await;
+
+    // Without MFA: the password decides.
+    let a = app.signed_up("dan@example.com").await;
+    let b = app
+        .login("dan@example.com", PASSWORD)
+        .await
+        .expect("second session");
+    let status = assert_code(
+        delete_me(&app, &a.access_token, "wrong password", "").await,
+        Code::Unauthenticated,
+    );
+    assert_eq!(reason(&status).as_deref(), Some("INVALID_CREDENTIALS"));
+    let head = app.head().await;
+    assert_eq!(
+        delete_me(&app, &a.access_token, PASSWORD, "")
+            .await
+            .expect("deleted"),
+        2
+    );
+    for gone in [&a, &b] {
+        assert_code(
+            app.validate(&gone.access_token).await,
+            Code::Unauthenticated,
+        );
+    }
+    assert_code(
+        app.login("dan@example.com", PASSWORD).await,
+        Code::Unauthenticated,
+    );
+    let mut stream = app.subscribe(&root, head).await.expect("subscribe");
+    let events = events_until(&mut stream, app.head().await).await;
+    assert_eq!(
+        events.last().map(pb::UserEvent::kind),
+        Some(pb::UserEventKind::UserDeleted),
+        "the same events as an admin delete"
+    );
+    app.register("dan@example.com", PASSWORD)
+        .await
+        .expect("the email is free again");
+
+    // With MFA: a current code too, spent by the deletion.
+    let (secret, codes, t0) = enrolled(&app, "mia@example.com").await;
+    let mfa_token = first_step(&app, "mia@example.com", PASSWORD).await;
+    let session = second_step(&app, &mfa_token, "", &codes[0])
+        .await
+        .expect("recovery code login");
+    assert_code(
+        delete_me(&app, &session.access_token, PASSWORD, "").await,
+        Code::InvalidArgument,
+    );
+    let wrong = if secret.code_at(t0) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let status = assert_code(
+        delete_me(&app, &session.access_token, PASSWORD, wrong).await,
+        Code::Unauthenticated,
+    );
+    assert_eq!(reason(&status).as_deref(), Some("MFA_CODE_INVALID"));
+    delete_me(&app, &session.access_token, PASSWORD, &secret.code_at(t0))
+        .await
+        .expect("deleted with password and code");
+    assert_code(
+        app.validate(&session.access_token).await,
+        Code::Unauthenticated,
+    );
+
+    // The last admin cannot delete themselves.
+    let status = assert_code(
+        delete_me(&app, &root, PASSWORD, "").await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(reason(&status).as_deref(), Some("LAST_ADMIN"));
+    let kinds: Vec<String> = app.audit_rows().await.into_iter().map(|r| r.kind).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "account_deleted").count(), 2);
 }

@@ -32,7 +32,7 @@ async fn fresh_step() -> u64 {
 
 /// Signs up, enrolls TOTP (confirming with the code of the previous step, inside the skew
 /// window) and returns the secret, the recovery codes and the base time.
-async fn enrolled(app: &TestApp, email: &str) -> (TotpSecret, Vec<String>, u64) {
+pub(crate) async fn enrolled(app: &TestApp, email: &str) -> (TotpSecret, Vec<String>, u64) {
     let session = app.signed_up(email).await;
     let mut client = app.client.clone();
     let begun = client
@@ -85,7 +85,7 @@ async fn enrolled(app: &TestApp, email: &str) -> (TotpSecret, Vec<String>, u64) 
 }
 
 /// First step of a login that must ask for the second factor: its mfa token.
-async fn first_step(app: &TestApp, email: &str, password: &str) -> String {
+pub(crate) async fn first_step(app: &TestApp, email: &str, password: &str) -> String {
     let response = app.login(email, password).await.expect("password step");
     assert!(response.mfa_required);
     assert!(response.access_token.is_empty() && response.refresh_token.is_empty());
@@ -93,7 +93,7 @@ async fn first_step(app: &TestApp, email: &str, password: &str) -> String {
     response.mfa_token
 }
 
-async fn second_step(
+pub(crate) async fn second_step(
     app: &TestApp,
     mfa_token: &str,
     code: &str,

@@ -1,0 +1,29 @@
+//! Deleting an account, the one way an admin's `DeleteUser` and the user's own
+//! `DeleteMyAccount` both take.
+
+use super::{Change, lockout, memberships::remove_memberships, sessions::revoke_user_sessions};
+use crate::{
+    clock,
+    error::AuthError,
+    storage::{self, EventKind, UserRecord, organizations::MembershipsOf, sessions::RevokeReason},
+};
+
+/// Deletes `user` in `change`: every live session revoked, every membership removed (one
+/// event each), the row a tombstone with its email and external id released, credentials, MFA
+/// and reset tokens erased, the email's lockout cleared, then `UserDeleted`. Returns how many
+/// sessions were revoked.
+pub(super) async fn delete_account(
+    change: &mut Change,
+    user: &UserRecord,
+) -> Result<usize, AuthError> {
+    let count = revoke_user_sessions(change, user, None, RevokeReason::UserDeleted).await?;
+    remove_memberships(change, MembershipsOf::User(&user.id)).await?;
+    let deleted = storage::users::delete_user(change.db(), user)
+        .await?
+        .ok_or(AuthError::NotFound("user"))?;
+    storage::mfa::delete_totp(change.db(), &user.id).await?;
+    storage::resets::spend_user_resets(change.db(), &user.id, clock::now_millis()).await?;
+    lockout::clear(change.db(), &user.email).await?;
+    change.event(EventKind::UserDeleted, &deleted);
+    Ok(count)
+}
