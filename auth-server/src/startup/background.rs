@@ -145,3 +145,25 @@ pub(super) async fn housekeeping(store: Store, limiter: RateLimiter, audit_reten
         }
     }
 }
+
+/// Runs a start-up read again while the database answers "unavailable" (a pooled connection
+/// cut a moment ago, the server restarting), for up to 10 s, so one lost connection does not
+/// stop the server before it serves; any other error, or the last one, is returned.
+pub(super) async fn read_at_start<T, F, Fut>(what: &str, mut read: F) -> Result<T, StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StorageError>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match read().await {
+            Err(StorageError::Unavailable(error)) if std::time::Instant::now() < deadline => {
+                tracing::warn!(what, error.message = %error, "database unavailable at start; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}

@@ -25,7 +25,7 @@ use tower_layer::{Identity, Stack};
 
 use self::{
     accounts::account_settings,
-    background::{Background, HEALTH_SERVICES},
+    background::{Background, HEALTH_SERVICES, read_at_start},
 };
 use crate::{
     accept,
@@ -284,20 +284,23 @@ impl Application {
             revocations: core.revocations.clone(),
             api_keys: core.api_keys.clone(),
         };
-        let (hub, feed) = EventHub::start(core.store.clone(), sinks, feed_settings).await?;
+        let (hub, feed) = read_at_start("event head", || {
+            EventHub::start(core.store.clone(), sinks.clone(), feed_settings.clone())
+        })
+        .await?;
         // The API keys as of now, before the feed runs: every key change after the head it read
         // reaches the set through the feed, after this load.
-        core.api_keys
-            .load(&storage::api_keys::live_keys(core.store.conn(), None).await?);
+        let live = || storage::api_keys::live_keys(core.store.conn(), None);
+        core.api_keys.load(&read_at_start("API keys", live).await?);
         for task in feed.tasks {
             background.spawn("event feed", task);
         }
         // A session revoked longer ago than an access token lives cannot matter any more.
         let revocation_horizon = settings.access_token_ttl + Duration::from_secs(60);
         let since = clock::millis_ago(revocation_horizon);
-        core.revocations.revoke_all(
-            storage::sessions::find_revoked_session_ids(core.store.conn(), since).await?,
-        );
+        let revoked = || storage::sessions::find_revoked_session_ids(core.store.conn(), since);
+        core.revocations
+            .revoke_all(read_at_start("revoked sessions", revoked).await?);
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         for name in HEALTH_SERVICES {
@@ -426,8 +429,7 @@ fn router(
     let reflection_v1alpha = reflection().build_v1alpha()?;
     // Unary messages are held to MAX_REQUEST_BYTES by ClassLimit before they reach tonic; an
     // ImportUsers message (up to 1,000 rows) may be larger.
-    // gzip both ways for clients that ask (grpcio, grpc-health-probe, grpcurl with it on); the
-    // decoding limits hold for the decompressed message.
+    // gzip both ways for clients that ask; decoding limits hold for the decompressed message.
     let gzip = CompressionEncoding::Gzip;
     let admin = AdminServiceServer::new(AdminApi::new(accounts.clone(), guard.clone()))
         .max_decoding_message_size(MAX_IMPORT_MESSAGE_BYTES)
