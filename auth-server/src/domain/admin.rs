@@ -11,9 +11,10 @@ use serde_json::json;
 use super::{
     Accounts, Change, Domain, ROLE_ADMIN,
     credentials::IssuedReset,
+    deletion::{delete_account, ensure_other_admin},
     lockout,
     rules::{check_display_name, check_roles, check_user_id},
-    sessions::{revoke_session, revoke_user_sessions},
+    sessions::{revoke_session_of, revoke_user_sessions},
     signup::{AccountSpec, Creator},
 };
 use crate::{
@@ -143,20 +144,6 @@ impl Admin {
             .ok_or(AuthError::NotFound("user"))
     }
 
-    /// Refuses a change that leaves no enabled admin. Locks the admin rows on PostgreSQL, so
-    /// concurrent demotions are decided one after the other.
-    async fn ensure_other_admin(
-        &self,
-        change: &Change,
-        user: &UserRecord,
-    ) -> Result<(), AuthError> {
-        let admins = storage::users::find_enabled_admin_ids_for_update(change.db()).await?;
-        if admins.iter().all(|id| id == &user.id) {
-            return Err(AuthError::LastAdmin);
-        }
-        Ok(())
-    }
-
     pub(super) fn audit<'a>(
         actor: &'a Actor,
         kind: AuditKind,
@@ -262,7 +249,7 @@ impl Admin {
             .is_some_and(|r| !r.iter().any(|r| r == ROLE_ADMIN))
             && user.roles.iter().any(|r| r == ROLE_ADMIN);
         if loses_admin && !user.disabled {
-            self.ensure_other_admin(&change, &user).await?;
+            ensure_other_admin(&change, &user).await?;
         }
         let bumps = i64::from(profile_changed) + i64::from(roles_changed);
         let updated = storage::users::update_user(change.db(), id, user.version, bumps, &changes)
@@ -330,7 +317,7 @@ impl Admin {
             return Ok((user, 0));
         }
         if user.roles.iter().any(|r| r == ROLE_ADMIN) {
-            self.ensure_other_admin(&change, &user).await?;
+            ensure_other_admin(&change, &user).await?;
         }
         let updated = set_disabled(&change, &user, true).await?;
         change.event(EventKind::UserDisabled, &updated);
@@ -371,9 +358,9 @@ impl Admin {
         let mut change = self.d().begin().await?;
         let user = self.find_user_in(&change, id).await?;
         if user.roles.iter().any(|r| r == ROLE_ADMIN) && !user.disabled {
-            self.ensure_other_admin(&change, &user).await?;
+            ensure_other_admin(&change, &user).await?;
         }
-        let count = super::deletion::delete_account(&mut change, &user).await?;
+        let count = delete_account(&mut change, &user).await?;
         let record = Self::audit(actor, AuditKind::AdminUserDeleted, id).detail(json!({
             "email": user.email,
             "revoked_sessions": count,
@@ -400,11 +387,7 @@ impl Admin {
                 revoke_user_sessions(&mut change, &user, None, RevokeReason::Admin).await?;
             }
             Some(sid) => {
-                let session = storage::sessions::find_session(change.db(), sid)
-                    .await?
-                    .filter(|s| s.user_id == user.id)
-                    .ok_or(AuthError::NotFound("session"))?;
-                revoke_session(&mut change, &user, &session.id, RevokeReason::Admin).await?;
+                revoke_session_of(&mut change, &user, sid, RevokeReason::Admin).await?;
             }
         }
         let record = Self::audit(actor, AuditKind::AdminSessionsRevoked, id)

@@ -1,5 +1,5 @@
 //! Deleting an account, the one way an admin's `DeleteUser` and the user's own
-//! `DeleteMyAccount` both take.
+//! `DeleteMyAccount` both take, and the last-admin rule both (and every demotion) obey.
 
 use super::{Change, lockout, memberships::remove_memberships, sessions::revoke_user_sessions};
 use crate::{
@@ -7,6 +7,19 @@ use crate::{
     error::AuthError,
     storage::{self, EventKind, UserRecord, organizations::MembershipsOf, sessions::RevokeReason},
 };
+
+/// Refuses a change that leaves no enabled admin (`LAST_ADMIN`). Locks the admin rows on
+/// PostgreSQL and MySQL, so concurrent demotions or deletions are decided one after the other.
+pub(super) async fn ensure_other_admin(
+    change: &Change,
+    user: &UserRecord,
+) -> Result<(), AuthError> {
+    let admins = storage::users::find_enabled_admin_ids_for_update(change.db()).await?;
+    if admins.iter().all(|id| id == &user.id) {
+        return Err(AuthError::LastAdmin);
+    }
+    Ok(())
+}
 
 /// Deletes `user` in `change`: every live session revoked, every membership removed (one
 /// event each), the row a tombstone with its email and external id released, credentials, MFA

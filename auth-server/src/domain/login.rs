@@ -270,12 +270,7 @@ impl Accounts {
                 None => false,
             }
         } else {
-            let secret = d.mfa.decrypt(&user.id, &totp.secret_enc)?;
-            let step = clock::unix_secs_now().and_then(|t| secret.check(code, t));
-            match step {
-                Some(step) => storage::mfa::spend_totp_step(change.db(), &user.id, step).await?,
-                None => false,
-            }
+            self.spend_totp_code(&change, &user.id, &totp, code).await?
         };
         if !accepted {
             drop(change);

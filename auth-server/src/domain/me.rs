@@ -5,9 +5,9 @@ use serde_json::json;
 
 use super::{
     Accounts, ROLE_ADMIN,
-    deletion::delete_account,
+    deletion::{delete_account, ensure_other_admin},
     memberships::{UserOrganization, user_organizations},
-    sessions::{revoke_session, revoke_user_sessions},
+    sessions::{revoke_session_of, revoke_user_sessions},
 };
 use crate::{
     clock,
@@ -98,11 +98,7 @@ impl Accounts {
         match which {
             MySessions::One(session_id) => {
                 let session_id = super::rules::check_id("session_id", session_id)?;
-                let session = storage::sessions::find_session(change.db(), session_id)
-                    .await?
-                    .filter(|s| s.user_id == user.id)
-                    .ok_or(AuthError::NotFound("session"))?;
-                revoke_session(&mut change, &user, &session.id, RevokeReason::User).await?;
+                revoke_session_of(&mut change, &user, session_id, RevokeReason::User).await?;
             }
             MySessions::AllButCurrent => {
                 let keep = (!claims.session_id.is_empty()).then_some(claims.session_id.as_str());
@@ -150,13 +146,10 @@ impl Accounts {
                     "totp_code is required: MFA is on for this account".into(),
                 ));
             }
-            let secret = d.mfa.decrypt(&user.id, &totp.secret_enc)?;
-            let step = clock::unix_secs_now().and_then(|t| secret.check(totp_code, t));
-            let spent = match step {
-                Some(step) => storage::mfa::spend_totp_step(change.db(), &user.id, step).await?,
-                None => false,
-            };
-            if !spent {
+            if !self
+                .spend_totp_code(&change, &user.id, &totp, totp_code)
+                .await?
+            {
                 drop(change);
                 let record = AuditRecord::new(AuditKind::MfaFailed, client)
                     .outcome(Outcome::Failure)
@@ -168,10 +161,7 @@ impl Accounts {
             }
         }
         if user.roles.iter().any(|r| r == ROLE_ADMIN) {
-            let admins = storage::users::find_enabled_admin_ids_for_update(change.db()).await?;
-            if admins.iter().all(|id| id == &user.id) {
-                return Err(AuthError::LastAdmin);
-            }
+            ensure_other_admin(&change, &user).await?;
         }
         let count = delete_account(&mut change, &user).await?;
         let mut record = AuditRecord::new(AuditKind::AccountDeleted, client)

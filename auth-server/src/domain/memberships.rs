@@ -22,27 +22,21 @@ pub(super) async fn token_memberships(
     conn: &impl sea_orm::ConnectionTrait,
     user_id: &str,
 ) -> Result<TokenMemberships, AuthError> {
+    // A live membership always has a live organization: deleting one removes its memberships
+    // in the same transaction, and AddMember share-locks the organization. One query.
     let live = storage::organizations::find_user_memberships(conn, user_id).await?;
-    if live.is_empty() {
-        return Ok(TokenMemberships::default());
-    }
-    let ids: Vec<String> = live.iter().map(|m| m.organization_id.clone()).collect();
-    let orgs = storage::organizations::find_organizations_by_ids(conn, &ids).await?;
     let mut out = TokenMemberships::default();
-    let mut count = 0;
     let mut bytes = 0;
     for m in live {
-        if !orgs.contains_key(&m.organization_id) {
-            continue;
-        }
         // `"<id>":["a","b"],` as JSON.
         let size = m.organization_id.len() + 6 + m.roles.iter().map(|r| r.len() + 3).sum::<usize>();
-        if count == MAX_TOKEN_MEMBERSHIPS || bytes + size > MAX_TOKEN_MEMBERSHIP_BYTES {
+        if out.organizations.len() == MAX_TOKEN_MEMBERSHIPS
+            || bytes + size > MAX_TOKEN_MEMBERSHIP_BYTES
+        {
             out.truncated = true;
             break;
         }
         bytes += size;
-        count += 1;
         out.organizations.insert(m.organization_id, m.roles);
     }
     Ok(out)

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::Accounts;
+use super::{Accounts, Change};
 use crate::{
     clock,
     error::AuthError,
@@ -14,6 +14,7 @@ use crate::{
     storage::{
         self, ClientInfo,
         audit::{AuditKind, AuditRecord, Outcome},
+        mfa::TotpRecord,
     },
     tokens::{AccessClaims, TokenError},
 };
@@ -135,5 +136,22 @@ impl Accounts {
         change.commit().await?;
         tracing::info!("totp disabled");
         Ok(())
+    }
+
+    /// Whether `code` is a current TOTP code of `totp` not used before; if so its step is spent
+    /// in `change`, so the same code cannot be used again (the login's second step, and
+    /// `DeleteMyAccount`).
+    pub(super) async fn spend_totp_code(
+        &self,
+        change: &Change,
+        user_id: &str,
+        totp: &TotpRecord,
+        code: &str,
+    ) -> Result<bool, AuthError> {
+        let secret = self.d.mfa.decrypt(user_id, &totp.secret_enc)?;
+        match clock::unix_secs_now().and_then(|t| secret.check(code, t)) {
+            Some(step) => Ok(storage::mfa::spend_totp_step(change.db(), user_id, step).await?),
+            None => Ok(false),
+        }
     }
 }

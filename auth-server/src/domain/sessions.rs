@@ -79,6 +79,21 @@ pub(super) async fn revoke_session(
     Ok(revoked)
 }
 
+/// Revokes `session_id`, which must be one of `user`'s sessions (anyone else's is NOT_FOUND,
+/// like an unknown one); whether it was live.
+pub(super) async fn revoke_session_of(
+    change: &mut Change,
+    user: &UserRecord,
+    session_id: &str,
+    reason: RevokeReason,
+) -> Result<bool, AuthError> {
+    let session = storage::sessions::find_session(change.db(), session_id)
+        .await?
+        .filter(|s| s.user_id == user.id)
+        .ok_or(AuthError::NotFound("session"))?;
+    revoke_session(change, user, &session.id, reason).await
+}
+
 impl Accounts {
     /// Records a new refresh token for the session in `change`, commits, and signs the access
     /// token.

@@ -311,13 +311,7 @@ impl Drop for TestApp {
     }
 }
 
-/// Wraps a message in a request with `authorization: Bearer <token>`.
-pub fn bearer<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value = MetadataValue::try_from(format!("Bearer {token}")).expect("ascii token");
-    request.metadata_mut().insert("authorization", value);
-    request
-}
+pub use auth_server::testkit::bearer;
 
 /// The `ErrorInfo` reason of a status, if any.
 pub fn reason(status: &Status) -> Option<String> {
