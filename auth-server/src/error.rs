@@ -96,6 +96,18 @@ pub enum AuthError {
     /// A password reset or invite token is unknown, used or expired.
     #[error("reset token invalid")]
     ResetTokenInvalid,
+    /// An email verification token is unknown, used, expired or for another address.
+    #[error("verification token invalid")]
+    VerificationTokenInvalid,
+    /// A verification mail went out too recently.
+    #[error("verification mail sent recently; retry after {retry_after:?}")]
+    MailCooldown {
+        /// How long until another mail may go out.
+        retry_after: std::time::Duration,
+    },
+    /// The SMTP server refused or could not be reached.
+    #[error("mail could not be sent")]
+    MailUnavailable(#[source] crate::mail::MailError),
     /// An MFA login token is unknown, used or expired.
     #[error("mfa token invalid")]
     MfaTokenInvalid,
@@ -128,6 +140,7 @@ static MFA_ERRORS: LogThrottle = LogThrottle::new();
 static STREAM_ERRORS: LogThrottle = LogThrottle::new();
 static DB_UNAVAILABLE: LogThrottle = LogThrottle::new();
 static CONTENTION: LogThrottle = LogThrottle::new();
+static MAIL_ERRORS: LogThrottle = LogThrottle::new();
 static STORAGE_ERRORS: LogThrottle = LogThrottle::new();
 static HASH_ERRORS: LogThrottle = LogThrottle::new();
 
@@ -223,6 +236,31 @@ impl From<AuthError> for Status {
                 "reset token is invalid, used or expired",
                 "RESET_TOKEN_INVALID",
             ),
+            AuthError::VerificationTokenInvalid => with_reason(
+                Code::Unauthenticated,
+                "verification token is invalid, used, expired or for an address the account no longer has",
+                "VERIFICATION_TOKEN_INVALID",
+            ),
+            AuthError::MailCooldown { retry_after } => {
+                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+                details.set_error_info("MAIL_COOLDOWN", ERROR_DOMAIN, HashMap::new());
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    format!(
+                        "a verification mail went out moments ago; retry in {} s",
+                        retry_after.as_secs().max(1)
+                    ),
+                    details,
+                )
+            }
+            AuthError::MailUnavailable(source) => {
+                crate::throttled!(MAIL_ERRORS, error, error.message = %source, "sending mail failed (logged at most every 10 s)");
+                with_reason(
+                    Code::Unavailable,
+                    "the mail server could not be reached; retry later",
+                    "MAIL_UNAVAILABLE",
+                )
+            }
             AuthError::MfaTokenInvalid => with_reason(
                 Code::Unauthenticated,
                 "mfa token is invalid, used or expired; log in again",

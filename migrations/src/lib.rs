@@ -14,6 +14,7 @@ mod m20261130_000004_external_ids;
 mod m20261130_000005_api_keys;
 mod m20261130_000006_organizations;
 mod m20261130_000007_last_login;
+mod m20261130_000008_email_verifications;
 
 /// Runs the migrations in order.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000005_api_keys::Migration),
             Box::new(m20261130_000006_organizations::Migration),
             Box::new(m20261130_000007_last_login::Migration),
+            Box::new(m20261130_000008_email_verifications::Migration),
         ]
     }
 }

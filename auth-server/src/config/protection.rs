@@ -46,9 +46,9 @@ pub struct ProtectionArgs {
     /// Lifetime of invite tokens (CreateUser without a password) in seconds.
     #[arg(long, env = "AUTH_INVITE_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub invite_ttl_secs: u64,
-    /// SMTP server for self-service password reset mails, for example
+    /// SMTP server for self-service password reset and email verification mails, for example
     /// `smtp://relay:25` or `smtps://user:pass@mail.example.com`; unset disables
-    /// RequestPasswordReset.
+    /// RequestPasswordReset and RequestEmailVerification.
     #[arg(long, env = "AUTH_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
     /// Sender of reset mails.
@@ -61,6 +61,13 @@ pub struct ProtectionArgs {
     /// Link in reset mails, `{token}` replaced by the token; empty puts the bare token in the mail.
     #[arg(long, env = "AUTH_RESET_LINK_TEMPLATE", default_value = "")]
     pub reset_link_template: String,
+    /// Link in email verification mails, `{token}` replaced by the token; empty puts the bare
+    /// token in the mail.
+    #[arg(long, env = "AUTH_VERIFY_LINK_TEMPLATE", default_value = "")]
+    pub verify_link_template: String,
+    /// Lifetime of email verification tokens in seconds.
+    #[arg(long, env = "AUTH_EMAIL_VERIFICATION_TTL_SECS", default_value_t = 24 * 3600)]
+    pub email_verification_ttl_secs: u64,
 }
 
 impl fmt::Debug for ProtectionArgs {
@@ -105,6 +112,8 @@ pub struct ProtectionSettings {
     pub reset_token_ttl: Duration,
     /// Invite token lifetime.
     pub invite_ttl: Duration,
+    /// Email verification token lifetime.
+    pub verification_ttl: Duration,
     /// SMTP, if configured.
     pub mail: Option<MailSettings>,
     /// Calls per second per API key.
@@ -138,12 +147,18 @@ impl ProtectionArgs {
         if !(60..=30 * 24 * 3600).contains(&self.invite_ttl_secs) {
             return Err(ConfigError("invite TTL must be 60 s to 30 days".into()));
         }
+        if !(300..=7 * 24 * 3600).contains(&self.email_verification_ttl_secs) {
+            return Err(ConfigError(
+                "email verification TTL must be 5 min to 7 days".into(),
+            ));
+        }
         let mail = match self.smtp_url.as_deref().map(str::trim) {
             Some(url) if !url.is_empty() => {
                 let settings = MailSettings {
                     smtp_url: url.to_owned(),
                     from: self.smtp_from.clone(),
                     reset_link_template: self.reset_link_template.clone(),
+                    verify_link_template: self.verify_link_template.clone(),
                 };
                 // Refuse a broken URL or sender at start, not at the first reset.
                 Mailer::new(&settings).map_err(|e| ConfigError(e.to_string()))?;
@@ -161,6 +176,7 @@ impl ProtectionArgs {
             audit_retention: Duration::from_secs(u64::from(self.audit_retention_days) * 86_400),
             reset_token_ttl: Duration::from_secs(self.reset_token_ttl_secs),
             invite_ttl: Duration::from_secs(self.invite_ttl_secs),
+            verification_ttl: Duration::from_secs(self.email_verification_ttl_secs),
             mail,
             api_key_rate,
         })

@@ -22,8 +22,8 @@ pub(super) async fn ensure_other_admin(
 }
 
 /// Deletes `user` in `change`: every live session revoked, every membership removed (one
-/// event each), the row a tombstone with its email and external id released, credentials, MFA
-/// and reset tokens erased, the email's lockout cleared, then `UserDeleted`. Returns how many
+/// event each), the row a tombstone with its email and external id released, credentials, MFA,
+/// reset and email verification tokens erased, the email's lockout cleared, then `UserDeleted`. Returns how many
 /// sessions were revoked.
 pub(super) async fn delete_account(
     change: &mut Change,
@@ -36,6 +36,7 @@ pub(super) async fn delete_account(
         .ok_or(AuthError::NotFound("user"))?;
     storage::mfa::delete_totp(change.db(), &user.id).await?;
     storage::resets::spend_user_resets(change.db(), &user.id, clock::now_millis()).await?;
+    storage::verifications::delete_user_verifications(change.db(), &user.id).await?;
     lockout::clear(change.db(), &user.email).await?;
     change.event(EventKind::UserDeleted, &deleted);
     Ok(count)

@@ -24,6 +24,7 @@ mod admin_views;
 mod change;
 mod credentials;
 mod deletion;
+mod email;
 mod import;
 mod lockout;
 mod login;
@@ -42,6 +43,7 @@ pub use admin::{Actor, Admin, CreateUser, UserUpdate};
 pub use admin_views::{MAX_PAGE_SIZE, UserDetails};
 pub use change::{Change, Committed};
 pub use credentials::IssuedReset;
+pub use email::{EmailChanged, VERIFICATION_MAIL_COOLDOWN, VerificationSent};
 pub use import::{
     IMPORT_BATCH, ImportRow, ImportSource, ImportSummary, Importer, RowOutcome, RowResult,
 };
@@ -86,6 +88,8 @@ pub struct AccountSettings {
     pub reset_token_ttl: Duration,
     /// Invite token lifetime.
     pub invite_ttl: Duration,
+    /// Email verification token lifetime.
+    pub verification_ttl: Duration,
     /// Lifetime of the MFA login token.
     pub mfa_challenge_ttl: Duration,
     /// Issuer shown by authenticator apps.

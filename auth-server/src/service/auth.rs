@@ -176,6 +176,27 @@ impl AuthService for AuthApi {
         self.delete_my_account_rpc(request).await
     }
 
+    async fn request_email_verification(
+        &self,
+        request: Request<pb::RequestEmailVerificationRequest>,
+    ) -> Result<Response<pb::RequestEmailVerificationResponse>, Status> {
+        self.request_email_verification_rpc(request).await
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        self.verify_email_rpc(request).await
+    }
+
+    async fn change_email(
+        &self,
+        request: Request<pb::ChangeEmailRequest>,
+    ) -> Result<Response<pb::ChangeEmailResponse>, Status> {
+        self.change_email_rpc(request).await
+    }
+
     async fn logout(
         &self,
         request: Request<pb::LogoutRequest>,

@@ -1,11 +1,13 @@
 //! The caller's own account calls of `auth.v1.AuthService`: `GetMe`, `ListMySessions`,
-//! `RevokeMySessions`, `DeleteMyAccount`.
+//! `RevokeMySessions`, `DeleteMyAccount`, `RequestEmailVerification`, `VerifyEmail`,
+//! `ChangeEmail`.
 
 use auth_proto::pb;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::AuthApi, count, non_empty, organizations::organization_pb, timestamp_millis, user_pb,
+    auth::AuthApi, count, non_empty, organizations::organization_pb, timestamp, timestamp_millis,
+    user_pb,
 };
 use crate::{domain::MySessions, error::AuthError, passwords::Password};
 
@@ -99,6 +101,60 @@ impl AuthApi {
             .await?;
         Ok(Response::new(pb::DeleteMyAccountResponse {
             revoked_sessions: count(revoked),
+        }))
+    }
+}
+
+impl AuthApi {
+    pub(super) async fn request_email_verification_rpc(
+        &self,
+        request: Request<pb::RequestEmailVerificationRequest>,
+    ) -> Result<Response<pb::RequestEmailVerificationResponse>, Status> {
+        let claims = self.bearer(&request)?;
+        let client = self.guard.admit(&request)?;
+        let sent = self
+            .accounts
+            .request_email_verification(&claims, &client)
+            .await?;
+        Ok(Response::new(pb::RequestEmailVerificationResponse {
+            email: sent.email,
+            expires_at: Some(timestamp(sent.expires_at)),
+        }))
+    }
+
+    pub(super) async fn verify_email_rpc(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        let client = self.guard.admit(&request)?;
+        let user = self
+            .accounts
+            .verify_email(&request.get_ref().token, &client)
+            .await?;
+        Ok(Response::new(pb::VerifyEmailResponse {
+            user: Some(user_pb(&user)),
+        }))
+    }
+
+    pub(super) async fn change_email_rpc(
+        &self,
+        request: Request<pb::ChangeEmailRequest>,
+    ) -> Result<Response<pb::ChangeEmailResponse>, Status> {
+        let claims = self.bearer(&request)?;
+        let client = self.guard.admit(&request)?;
+        let req = request.into_inner();
+        let changed = self
+            .accounts
+            .change_email(
+                &claims,
+                Password::new(req.current_password),
+                &req.new_email,
+                &client,
+            )
+            .await?;
+        Ok(Response::new(pb::ChangeEmailResponse {
+            user: Some(user_pb(&changed.user)),
+            verification_sent: changed.verification_sent,
         }))
     }
 }

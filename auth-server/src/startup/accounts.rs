@@ -23,6 +23,7 @@ pub(super) fn account_settings(settings: &Settings) -> AccountSettings {
         },
         reset_token_ttl: settings.protection.reset_token_ttl,
         invite_ttl: settings.protection.invite_ttl,
+        verification_ttl: settings.protection.verification_ttl,
         mfa_challenge_ttl: MFA_CHALLENGE_TTL,
         totp_issuer: settings.issuer.clone(),
     }

@@ -122,7 +122,8 @@ pub(super) async fn housekeeping(store: Store, limiter: RateLimiter, audit_reten
             let audit =
                 storage::audit::delete_audit_before(conn, clock::millis_ago(audit_retention))
                     .await?;
-            let resets = storage::resets::delete_expired_resets(conn, day_ago).await?;
+            let resets = storage::resets::delete_expired_resets(conn, day_ago).await?
+                + storage::verifications::delete_expired_verifications(conn, day_ago).await?;
             let challenges = storage::mfa::delete_expired_challenges(conn, day_ago).await?;
             let throttles = storage::throttle::delete_stale_throttles(conn, day_ago, now).await?;
             Ok::<_, StorageError>((audit, resets, challenges, throttles))

@@ -79,11 +79,17 @@ pub enum AuditKind {
     SessionsRevoked,
     /// A user deleted their own account (`DeleteMyAccount`).
     AccountDeleted,
+    /// A verification mail went out (`RequestEmailVerification`, `ChangeEmail`).
+    EmailVerificationIssued,
+    /// An address was verified with a mailed token (`VerifyEmail`).
+    EmailVerified,
+    /// A user changed their own address (`ChangeEmail`).
+    EmailChanged,
 }
 
 impl AuditKind {
     /// Every kind, for validating filters.
-    pub const ALL: [AuditKind; 34] = [
+    pub const ALL: [AuditKind; 37] = [
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
         AuditKind::LoginLocked,
@@ -118,6 +124,9 @@ impl AuditKind {
         AuditKind::AdminMemberRemoved,
         AuditKind::SessionsRevoked,
         AuditKind::AccountDeleted,
+        AuditKind::EmailVerificationIssued,
+        AuditKind::EmailVerified,
+        AuditKind::EmailChanged,
     ];
 
     /// Stored name.
@@ -157,6 +166,9 @@ impl AuditKind {
             AuditKind::AdminMemberRemoved => "admin_member_removed",
             AuditKind::SessionsRevoked => "sessions_revoked",
             AuditKind::AccountDeleted => "account_deleted",
+            AuditKind::EmailVerificationIssued => "email_verification_issued",
+            AuditKind::EmailVerified => "email_verified",
+            AuditKind::EmailChanged => "email_changed",
         }
     }
 

@@ -29,6 +29,7 @@ pub mod sessions;
 pub mod throttle;
 pub mod users;
 mod values;
+pub mod verifications;
 
 use std::{
     ops::Deref,

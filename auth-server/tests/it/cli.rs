@@ -152,7 +152,7 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    const ALL: [&str; 7] = [
+    const ALL: [&str; 8] = [
         "m20261126_000001_core",
         "m20261126_000002_protection",
         "m20261126_000003_signing_keys",
@@ -160,6 +160,7 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         "m20261130_000005_api_keys",
         "m20261130_000006_organizations",
         "m20261130_000007_last_login",
+        "m20261130_000008_email_verifications",
     ];
     let now = status(&app);
     assert!(
@@ -174,11 +175,11 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         String::from_utf8_lossy(&out.stderr)
     );
     let now = status(&app);
+    assert!(now.contains("applied m20261130_000007_last_login"), "{now}");
     assert!(
-        now.contains("applied m20261130_000006_organizations"),
+        now.contains("pending m20261130_000008_email_verifications"),
         "{now}"
     );
-    assert!(now.contains("pending m20261130_000007_last_login"), "{now}");
     let out = auth_server(&app, &["migrate", "down", "--steps", "10"], "");
     assert!(
         out.status.success(),

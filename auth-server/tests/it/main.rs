@@ -8,6 +8,7 @@ mod cli;
 mod compression;
 mod concurrency;
 mod db_tls;
+mod email;
 mod events;
 mod health;
 mod helpers;

@@ -124,13 +124,13 @@ async fn a_reset_token_works_once_under_16_concurrent_redemptions(db: Db) {
 
 /// One received mail: envelope recipient and the DATA text.
 #[derive(Debug, Clone)]
-struct Mail {
-    to: String,
-    data: String,
+pub struct Mail {
+    pub to: String,
+    pub data: String,
 }
 
 /// A minimal SMTP server on a loopback port that accepts every mail and keeps it.
-async fn smtp_sink() -> (String, Arc<Mutex<Vec<Mail>>>) {
+pub async fn smtp_sink() -> (String, Arc<Mutex<Vec<Mail>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let inbox = Arc::new(Mutex::new(Vec::new()));
@@ -179,7 +179,27 @@ async fn smtp_sink() -> (String, Arc<Mutex<Vec<Mail>>>) {
     (format!("smtp://{addr}"), inbox)
 }
 
-fn token_in(text: &str) -> Option<String> {
+/// Mail through `smtp_url`, tokens bare in the text.
+pub fn mail_settings(smtp_url: String) -> auth_server::mail::MailSettings {
+    auth_server::mail::MailSettings {
+        smtp_url,
+        from: "Auth <auth@example.com>".into(),
+        reset_link_template: String::new(),
+        verify_link_template: String::new(),
+    }
+}
+
+/// Waits up to 10 s until `inbox` holds `count` mails; returns them.
+pub async fn mails(inbox: &Mutex<Vec<Mail>>, count: usize) -> Vec<Mail> {
+    let mut waited = Duration::ZERO;
+    while inbox.lock().await.len() < count && waited < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    inbox.lock().await.clone()
+}
+
+pub fn token_in(text: &str) -> Option<String> {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
         .find(|w| w.len() == 43)
         .map(str::to_owned)
@@ -188,11 +208,7 @@ fn token_in(text: &str) -> Option<String> {
 async fn self_service_reset_mails_one_working_token(db: Db) {
     let (smtp_url, inbox) = smtp_sink().await;
     let app = spawn_app_with(db, |s| {
-        s.protection.mail = Some(auth_server::mail::MailSettings {
-            smtp_url,
-            from: "Auth <auth@example.com>".into(),
-            reset_link_template: String::new(),
-        });
+        s.protection.mail = Some(mail_settings(smtp_url));
     })
     .await;
     let session = app.signed_up("nina@example.com").await;
