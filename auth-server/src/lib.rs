@@ -44,6 +44,7 @@ pub mod apikeys;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cors;
 pub mod domain;
 pub mod error;
 pub mod events;

@@ -10,6 +10,7 @@ use super::{
 use sea_orm::DbBackend;
 
 use crate::{
+    cors::AllowedOrigins,
     limits::LimitSettings,
     passwords::HashingSettings,
     secrets::redact_url,
@@ -107,6 +108,15 @@ pub struct ServeArgs {
     /// How often (seconds) signing keys are reloaded from the database (rotations, retirements).
     #[arg(long, env = "AUTH_KEY_REFRESH_SECS", default_value_t = 30)]
     pub key_refresh_secs: u64,
+    /// Browser origin (`https://app.example.com`, `http://127.0.0.1:8080`) allowed to call
+    /// over gRPC-Web; repeat or comma-separate for several. None by default: a browser request
+    /// from any origin is refused with HTTP 403.
+    #[arg(
+        long = "cors-allow-origin",
+        env = "AUTH_CORS_ALLOW_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_allow_origins: Vec<String>,
     /// Password hashing parameters.
     #[command(flatten)]
     pub hashing: HashingArgs,
@@ -250,6 +260,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Signing key reload interval.
     pub key_refresh_interval: Duration,
+    /// Browser origins allowed over gRPC-Web.
+    pub cors_origins: AllowedOrigins,
 }
 
 impl fmt::Debug for Settings {
@@ -268,6 +280,7 @@ impl fmt::Debug for Settings {
             .field("hash_nice", &self.hash_nice)
             .field("hashing", &self.hashing)
             .field("protection", &self.protection)
+            .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
     }
 }
@@ -355,6 +368,7 @@ impl ServeArgs {
                 .clone()
                 .unwrap_or_else(|| self.store.data_dir.join(crate::keys::KEK_FILE)),
             key_refresh_interval: Duration::from_secs(self.key_refresh_secs.clamp(1, 3600)),
+            cors_origins: AllowedOrigins::parse(&self.cors_allow_origins).map_err(ConfigError)?,
             metrics_listen: self.metrics_listen,
             tls: match (&self.tls_cert, &self.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsSettings {

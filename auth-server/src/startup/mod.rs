@@ -4,28 +4,17 @@
 
 mod accounts;
 mod background;
+mod router;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use auth_proto::pb::{
-    admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer,
-};
-use futures::Stream;
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpListener,
-};
-use tonic::codec::CompressionEncoding;
-use tonic::transport::{
-    Server,
-    server::{Connected, Router},
-};
+use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
-use tower_layer::{Identity, Stack};
 
 use self::{
     accounts::account_settings,
     background::{Background, HEALTH_SERVICES, read_at_start},
+    router::{router, serve},
 };
 use crate::{
     accept,
@@ -35,15 +24,13 @@ use crate::{
     domain::{AccountExtras, Accounts},
     events::{EventHub, FeedSettings, FeedSinks},
     keys::{KeyManager, refresh_keys},
-    limits::{ClassLimitLayer, MessageLimitLayer},
     mail::{MailError, Mailer},
     metrics::{self, Metrics, Sources},
     mfa::{MfaCipher, MfaError},
-    observe::ObserveLayer,
     passwords::{HashError, HashPool},
     rate_limit::{ClientAddrResolver, RateLimiter},
     revocation::Revocations,
-    service::{AdminApi, AuthApi, RequestGuard},
+    service::RequestGuard,
     storage::{self, StorageError, Store},
     tls::{TlsConfig, TlsError},
     tokens::{KeyError, TokenIssuer},
@@ -401,100 +388,5 @@ impl Application {
         core.store.close().await;
         tracing::info!("auth-server stopped");
         Ok(result?)
-    }
-}
-
-/// The layers every call passes, outermost last (tonic's `Server::layer` stacks them so).
-type Layers = Stack<ClassLimitLayer, Stack<MessageLimitLayer, Stack<ObserveLayer, Identity>>>;
-
-/// The gRPC services behind their layers.
-fn router(
-    settings: &Settings,
-    core: &Core,
-    accounts: Accounts,
-    hub: EventHub,
-    guard: RequestGuard,
-    health: tonic_health::pb::health_server::HealthServer<
-        impl tonic_health::pb::health_server::Health,
-    >,
-) -> Result<Router<Layers>, StartupError> {
-    // google.rpc error details too, so grpcurl decodes the ErrorInfo reasons.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(auth_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-    // Unary messages are held to MAX_REQUEST_BYTES by ClassLimit before they reach tonic; an
-    // ImportUsers message (up to 1,000 rows) may be larger.
-    // gzip both ways for clients that ask; decoding limits hold for the decompressed message.
-    let gzip = CompressionEncoding::Gzip;
-    let admin = AdminServiceServer::new(AdminApi::new(accounts.clone(), guard.clone()))
-        .max_decoding_message_size(MAX_IMPORT_MESSAGE_BYTES)
-        .accept_compressed(gzip)
-        .send_compressed(gzip);
-    let auth = AuthServiceServer::new(AuthApi::new(accounts, hub, guard))
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .accept_compressed(gzip)
-        .send_compressed(gzip);
-    let health = health.accept_compressed(gzip).send_compressed(gzip);
-    let limits = settings.limits;
-    Ok(Server::builder()
-        .http2_keepalive_interval(Some(limits.keepalive))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
-        // One connection opens at most this many streams at once (stalled ones included).
-        .max_concurrent_streams(Some(limits.streams_per_connection))
-        // Outermost: the request span and metrics see the final status.
-        .layer(ObserveLayer::new(
-            settings
-                .metrics_listen
-                .is_some()
-                .then(|| core.metrics.clone()),
-        ))
-        // Then: rewrites tonic's OUT_OF_RANGE for oversized messages.
-        .layer(MessageLimitLayer)
-        // Then: per-class concurrency (shed at once) and deadlines.
-        .layer(ClassLimitLayer::new(&limits, MAX_REQUEST_BYTES))
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(auth)
-        .add_service(admin))
-}
-
-/// Serves `incoming` (plain TCP or TLS) until `signal`; then in-flight calls get `drain` to
-/// finish before the connections close.
-async fn serve<I, IO, IE>(
-    router: Router<Layers>,
-    incoming: I,
-    signal: impl Future<Output = ()> + Send + 'static,
-    drain: Duration,
-) -> Result<(), tonic::transport::Error>
-where
-    I: Stream<Item = Result<IO, IE>> + Send + 'static,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
-    let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        signal.await;
-        let _ = draining.send(());
-    };
-    let deadline = async move {
-        if drain_started.await.is_ok() {
-            tokio::time::sleep(drain).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = router.serve_with_incoming_shutdown(incoming, signal) => result,
-        () = deadline => {
-            tracing::warn!("in-flight calls did not finish within the shutdown timeout; closing");
-            Ok(())
-        }
     }
 }

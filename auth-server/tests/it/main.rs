@@ -10,6 +10,7 @@ mod concurrency;
 mod db_tls;
 mod email;
 mod events;
+mod grpc_web;
 mod health;
 mod helpers;
 mod import;
