@@ -35,7 +35,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 pub use crate::snapshot::SnapshotItem;
 
@@ -43,7 +43,7 @@ use crate::{
     apikeys::ApiKeys,
     revocation::Revocations,
     storage::{
-        self, EventKind, StorageError, Store, StoredEvent,
+        self, CommitSignal, CommitWaiter, EventKind, StorageError, Store, StoredEvent,
         events::{NOTIFY_CHANNEL, find_events_after, find_head_sequence},
     },
 };
@@ -145,7 +145,7 @@ impl EventHub {
         let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
         if settings.database_url.starts_with("postgres") {
             let shutdown = hub.inner.shutdown.subscribe();
-            let listen = listen_postgres(settings.database_url.clone(), Arc::clone(&wake));
+            let listen = listen_postgres(settings.database_url.clone(), wake.clone());
             tasks.push(Box::pin(async move {
                 let mut shutdown = shutdown;
                 tokio::select! {
@@ -157,7 +157,7 @@ impl EventHub {
         tasks.push(Box::pin(tail(
             hub.clone(),
             sinks,
-            wake,
+            wake.waiter(),
             settings.poll_interval,
             head,
         )));
@@ -328,7 +328,7 @@ impl Subscription {
 
 /// The tailer: on every wake-up (or poll), reads events after the last published one and fans
 /// them out; applies revocations to the in-memory set.
-async fn tail(hub: EventHub, sinks: FeedSinks, wake: Arc<Notify>, poll: Duration, head: i64) {
+async fn tail(hub: EventHub, sinks: FeedSinks, mut wake: CommitWaiter, poll: Duration, head: i64) {
     let mut published = head;
     let mut shutdown = hub.inner.shutdown.subscribe();
     let mut failures = 0u32;
@@ -406,7 +406,7 @@ fn backoff(failures: u32) -> Duration {
 }
 
 /// Keeps one `LISTEN auth_user_events` connection open and turns notifications into wake-ups.
-async fn listen_postgres(url: String, wake: Arc<Notify>) {
+async fn listen_postgres(url: String, wake: CommitSignal) {
     let mut failures = 0u32;
     loop {
         match crate::storage::listen::listen(&url, NOTIFY_CHANNEL, &wake).await {
@@ -417,7 +417,7 @@ async fn listen_postgres(url: String, wake: Arc<Notify>) {
             }
         }
         // Whatever happened while we were not listening is picked up by this wake-up.
-        wake.notify_one();
+        wake.notify();
         tokio::time::sleep(backoff(failures)).await;
     }
 }

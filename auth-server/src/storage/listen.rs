@@ -20,7 +20,7 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject as _};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 
 use super::pool::{DbTls, TlsMode, describe_target};
@@ -323,10 +323,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for Rustl
     }
 }
 
-/// Connects to `url` and `LISTEN`s on `channel`, calling `wake.notify_one()` once subscribed (to
+/// Connects to `url` and `LISTEN`s on `channel`, calling `wake.notify()` once subscribed (to
 /// catch up with anything committed before) and for every notification; returns when the
 /// connection ends.
-pub async fn listen(url: &str, channel: &str, wake: &Notify) -> Result<(), ListenError> {
+pub async fn listen(
+    url: &str,
+    channel: &str,
+    wake: &super::CommitSignal,
+) -> Result<(), ListenError> {
     let setup = |detail: String| ListenError::Setup {
         at: describe_target(url),
         detail,
@@ -357,9 +361,9 @@ pub async fn listen(url: &str, channel: &str, wake: &Notify) -> Result<(), Liste
     };
     client.batch_execute(&format!("LISTEN {channel}")).await?;
     tracing::debug!("listening for event notifications");
-    wake.notify_one();
+    wake.notify();
     while notifications.recv().await.is_some() {
-        wake.notify_one();
+        wake.notify();
     }
     drop(client);
     match driver.await {

@@ -44,7 +44,7 @@ use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
     IsolationLevel, TransactionTrait,
 };
-use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 pub use error::{StorageError, StorageResult};
 pub use events::{EventKind, EventSubject, StoredEvent};
@@ -93,7 +93,7 @@ pub struct Store {
     /// The URL, for the dedicated connection that holds the migration lock.
     url: String,
     write_lock: Option<Arc<Mutex<()>>>,
-    events_committed: Arc<Notify>,
+    events_committed: CommitSignal,
 }
 
 impl std::fmt::Debug for Store {
@@ -110,7 +110,7 @@ pub struct WriteTx {
     tx: DatabaseTransaction,
     _guard: Option<OwnedMutexGuard<()>>,
     has_events: AtomicBool,
-    events_committed: Arc<Notify>,
+    events_committed: CommitSignal,
 }
 
 impl Deref for WriteTx {
@@ -125,10 +125,10 @@ impl WriteTx {
     /// Commits the transaction; if it appended events, wakes this process's event tailer.
     pub async fn commit(self) -> StorageResult<()> {
         let has_events = self.has_events.load(Ordering::Relaxed);
-        let signal = Arc::clone(&self.events_committed);
+        let signal = self.events_committed.clone();
         self.tx.commit().await?;
         if has_events {
-            signal.notify_one();
+            signal.notify();
         }
         Ok(())
     }
@@ -141,16 +141,56 @@ impl WriteTx {
 /// Per database URL, the SQLite writer lock and the "events committed" signal are shared by
 /// every `Store` of this process (a server, a CLI command or a test opening its own pool), so
 /// writers still queue in process and every commit wakes the event tailer at once.
-fn process_wide(url: &str, is_sqlite: bool) -> (Option<Arc<Mutex<()>>>, Arc<Notify>) {
-    type Shared = (Arc<Mutex<()>>, Arc<Notify>);
+fn process_wide(url: &str, is_sqlite: bool) -> (Option<Arc<Mutex<()>>>, CommitSignal) {
+    type Shared = (Arc<Mutex<()>>, CommitSignal);
     static SHARED: std::sync::LazyLock<
         std::sync::Mutex<std::collections::HashMap<String, Shared>>,
     > = std::sync::LazyLock::new(Default::default);
     let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
     let (lock, signal) = shared
         .entry(url.to_owned())
-        .or_insert_with(|| (Arc::new(Mutex::new(())), Arc::new(Notify::new())));
-    (is_sqlite.then(|| Arc::clone(lock)), Arc::clone(signal))
+        .or_insert_with(|| (Arc::new(Mutex::new(())), CommitSignal::new()));
+    (is_sqlite.then(|| Arc::clone(lock)), signal.clone())
+}
+
+/// "Events were committed": a counter every waiter sees move. Unlike a `Notify` permit, which
+/// wakes one waiter, every tailer of the process (two servers on one database in a test, a
+/// server and a replica) wakes for every commit, and a commit while a tailer is busy reading is
+/// not lost: its next wait returns at once.
+#[derive(Debug, Clone)]
+pub struct CommitSignal(Arc<watch::Sender<u64>>);
+
+impl CommitSignal {
+    fn new() -> Self {
+        Self(Arc::new(watch::Sender::new(0)))
+    }
+
+    /// Wakes every waiter.
+    pub fn notify(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A waiter that sees every commit from now on (and wakes once at once, so it starts with
+    /// a read).
+    pub fn waiter(&self) -> CommitWaiter {
+        let mut rx = self.0.subscribe();
+        rx.mark_changed();
+        CommitWaiter(rx)
+    }
+}
+
+/// One waiter of a [`CommitSignal`].
+#[derive(Debug)]
+pub struct CommitWaiter(watch::Receiver<u64>);
+
+impl CommitWaiter {
+    /// Returns once a commit happened since the last return.
+    pub async fn notified(&mut self) {
+        if self.0.changed().await.is_err() {
+            // The signal lives as long as the process; never spin if it did not.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Inserts `model` unless a row with the same key exists; whether it inserted. One statement on
@@ -246,7 +286,7 @@ impl Store {
             tx,
             _guard: guard,
             has_events: AtomicBool::new(false),
-            events_committed: Arc::clone(&self.events_committed),
+            events_committed: self.events_committed.clone(),
         })
     }
 
@@ -270,8 +310,8 @@ impl Store {
     }
 
     /// Signalled after every commit that appended events in this process.
-    pub fn events_committed(&self) -> Arc<Notify> {
-        Arc::clone(&self.events_committed)
+    pub fn events_committed(&self) -> CommitSignal {
+        self.events_committed.clone()
     }
 
     /// Connections in the pool and how many of them are idle.
