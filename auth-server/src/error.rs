@@ -42,6 +42,14 @@ pub enum AuthError {
     /// The refresh token is unknown, expired or belongs to a dead session.
     #[error("refresh token rejected ({0})")]
     RefreshRejected(&'static str),
+    /// The session reached its absolute lifetime or its idle timeout; `reason` says which.
+    #[error("{message}")]
+    SessionEnded {
+        /// ErrorInfo reason: `SESSION_EXPIRED` or `SESSION_IDLE_TIMEOUT`.
+        reason: &'static str,
+        /// Message for the caller.
+        message: &'static str,
+    },
     /// A spent refresh token was presented again; its session is now revoked.
     #[error("refresh token reuse detected; session revoked")]
     RefreshReused,
@@ -184,6 +192,9 @@ impl From<AuthError> for Status {
                 &format!("refresh token rejected: {why}"),
                 "REFRESH_TOKEN_INVALID",
             ),
+            AuthError::SessionEnded { reason, message } => {
+                with_reason(Code::Unauthenticated, message, reason)
+            }
             AuthError::RefreshReused => with_reason(
                 Code::Unauthenticated,
                 "refresh token already used; the session is revoked",

@@ -42,6 +42,14 @@ pub struct ServeArgs {
     /// Refresh token (session) lifetime in seconds.
     #[arg(long, env = "AUTH_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
     pub refresh_token_ttl_secs: u64,
+    /// Longest a session lives from its login, however often it refreshes (seconds); access
+    /// tokens never outlive it either.
+    #[arg(long, env = "AUTH_SESSION_MAX_LIFETIME_SECS", default_value_t = 30 * 24 * 3600)]
+    pub session_max_lifetime_secs: u64,
+    /// A session not refreshed for this long ends (seconds). Default: the refresh token
+    /// lifetime.
+    #[arg(long, env = "AUTH_SESSION_IDLE_TIMEOUT_SECS")]
+    pub session_idle_timeout_secs: Option<u64>,
     /// Password hashing threads (default: the number of cores).
     #[arg(long, env = "AUTH_HASH_THREADS")]
     pub hash_threads: Option<usize>,
@@ -228,6 +236,10 @@ pub struct Settings {
     pub access_token_ttl: Duration,
     /// Refresh token lifetime.
     pub refresh_token_ttl: Duration,
+    /// Absolute session lifetime.
+    pub session_max_lifetime: Duration,
+    /// Session idle timeout.
+    pub session_idle_timeout: Duration,
     /// Hash pool threads.
     pub hash_threads: usize,
     /// Hash pool wait queue.
@@ -274,6 +286,8 @@ impl fmt::Debug for Settings {
             .field("issuer", &self.issuer)
             .field("access_token_ttl", &self.access_token_ttl)
             .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .field("session_max_lifetime", &self.session_max_lifetime)
+            .field("session_idle_timeout", &self.session_idle_timeout)
             .field("hash_threads", &self.hash_threads)
             .field("hash_queue", &self.hash_queue)
             .field("hash_queue_max_wait", &self.hash_queue_max_wait)
@@ -297,6 +311,17 @@ impl ServeArgs {
         if self.refresh_token_ttl_secs < self.access_token_ttl_secs {
             return Err(ConfigError(
                 "refresh token TTL must not be shorter than the access token TTL".into(),
+            ));
+        }
+        let idle = self
+            .session_idle_timeout_secs
+            .unwrap_or(self.refresh_token_ttl_secs);
+        if self.session_max_lifetime_secs < self.access_token_ttl_secs
+            || idle < self.access_token_ttl_secs
+        {
+            return Err(ConfigError(
+                "session max lifetime and idle timeout must not be shorter than the access token TTL"
+                    .into(),
             ));
         }
         let hash_threads = self
@@ -345,6 +370,8 @@ impl ServeArgs {
             issuer: self.issuer.trim().to_owned(),
             access_token_ttl: Duration::from_secs(self.access_token_ttl_secs),
             refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+            session_max_lifetime: Duration::from_secs(self.session_max_lifetime_secs),
+            session_idle_timeout: Duration::from_secs(idle),
             hash_threads,
             hash_queue: self.hash_queue,
             hash_queue_max_wait: Duration::from_millis(self.hash_queue_max_wait_ms),

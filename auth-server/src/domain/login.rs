@@ -189,7 +189,7 @@ impl Accounts {
         detail: serde_json::Value,
     ) -> Result<SessionTokens, AuthError> {
         let now = clock::now();
-        let expires_at = clock::millis(now + self.d.settings.refresh_ttl);
+        let expires_at = clock::millis(self.session_expiry(now, now));
         let session_id = storage::sessions::create_session(
             change.db(),
             &user.id,
@@ -205,7 +205,7 @@ impl Accounts {
             .session(&session_id)
             .detail(detail);
         change.audit(record).await?;
-        self.issue_pair(change, user, session_id, now).await
+        self.issue_pair(change, user, session_id, now, now).await
     }
 
     /// Second step of an MFA login: the `mfa_token` from Login plus a current TOTP code or an

@@ -80,6 +80,10 @@ pub struct AccountSettings {
     pub allow_registration: bool,
     /// Refresh token lifetime.
     pub refresh_ttl: Duration,
+    /// A session ends this long after its login, refreshed or not.
+    pub session_max_lifetime: Duration,
+    /// A session not refreshed for this long ends.
+    pub session_idle_timeout: Duration,
     /// Minimum password length.
     pub min_password_length: usize,
     /// Failed-login lockout.

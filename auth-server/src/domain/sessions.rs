@@ -95,16 +95,28 @@ pub(super) async fn revoke_session_of(
 }
 
 impl Accounts {
+    /// When a session that started at `created_at` and is used `now` expires: after the
+    /// refresh token lifetime, the idle timeout or at the absolute lifetime, whichever is first.
+    pub(super) fn session_expiry(
+        &self,
+        created_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> OffsetDateTime {
+        let s = &self.d.settings;
+        (now + s.refresh_ttl.min(s.session_idle_timeout)).min(created_at + s.session_max_lifetime)
+    }
+
     /// Records a new refresh token for the session in `change`, commits, and signs the access
-    /// token.
+    /// token (which expires with the session at the latest).
     pub(super) async fn issue_pair(
         &self,
         change: Change,
         user: UserRecord,
         session_id: String,
+        created_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<SessionTokens, AuthError> {
-        let refresh_expires_at = now + self.d.settings.refresh_ttl;
+        let refresh_expires_at = self.session_expiry(created_at, now);
         let refresh = RefreshToken::generate();
         storage::sessions::create_refresh_token(
             change.db(),
@@ -116,10 +128,13 @@ impl Accounts {
         .await?;
         let memberships = super::memberships::token_memberships(change.db(), &user.id).await?;
         change.commit().await?;
-        let access = self
-            .d
-            .tokens
-            .issue(&user.id, &session_id, &user.roles, &memberships)?;
+        let access = self.d.tokens.issue_until(
+            &user.id,
+            &session_id,
+            &user.roles,
+            &memberships,
+            Some(created_at + self.d.settings.session_max_lifetime),
+        )?;
         Ok(SessionTokens {
             access,
             refresh,
@@ -172,6 +187,21 @@ impl Accounts {
             tracing::warn!(user_id = %session.user_id, session_id = %session.id, "refresh token reuse; session revoked");
             return Err(AuthError::RefreshReused);
         }
+        let settings = &self.d.settings;
+        let expired = || AuthError::SessionEnded {
+            reason: "SESSION_EXPIRED",
+            message: "the session reached its maximum lifetime; log in again",
+        };
+        let created_at = clock::from_millis(session.created_at).ok_or_else(expired)?;
+        if now >= created_at + settings.session_max_lifetime {
+            return Err(expired());
+        }
+        if now_ms >= session.last_used_at + clock::duration_millis(settings.session_idle_timeout) {
+            return Err(AuthError::SessionEnded {
+                reason: "SESSION_IDLE_TIMEOUT",
+                message: "the session was idle too long; log in again",
+            });
+        }
         if record.expires_at <= now_ms {
             return Err(AuthError::RefreshRejected("expired"));
         }
@@ -179,10 +209,12 @@ impl Accounts {
             .await?
             .filter(|u| !u.disabled)
             .ok_or(AuthError::RefreshRejected("account unavailable"))?;
-        let expires_at = clock::millis(now + self.d.settings.refresh_ttl);
+        let expires_at = clock::millis(self.session_expiry(created_at, now));
         storage::sessions::update_session_used(change.db(), &session.id, now_ms, expires_at)
             .await?;
-        let tokens = self.issue_pair(change, user, session.id, now).await?;
+        let tokens = self
+            .issue_pair(change, user, session.id, created_at, now)
+            .await?;
         tracing::info!(user_id = %tokens.user.id, session_id = %tokens.session_id, jti = %tokens.access.token_id, "refreshed");
         Ok(tokens)
     }

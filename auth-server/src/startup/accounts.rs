@@ -14,6 +14,8 @@ pub(super) fn account_settings(settings: &Settings) -> AccountSettings {
     AccountSettings {
         allow_registration: settings.allow_registration,
         refresh_ttl: settings.refresh_token_ttl,
+        session_max_lifetime: settings.session_max_lifetime,
+        session_idle_timeout: settings.session_idle_timeout,
         min_password_length: settings.hashing.min_password_length,
         lockout: LockoutPolicy {
             max_failures: lockout.lockout_max_failures,

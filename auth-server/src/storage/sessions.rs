@@ -54,6 +54,10 @@ pub struct SessionRecord {
     pub id: String,
     /// Owner.
     pub user_id: String,
+    /// Login time (the start of its absolute lifetime).
+    pub created_at: i64,
+    /// Last login or refresh.
+    pub last_used_at: i64,
     /// Revocation time, if revoked.
     pub revoked_at: Option<i64>,
     /// Current expiry.
@@ -65,6 +69,8 @@ impl From<sessions::Model> for SessionRecord {
         Self {
             id: m.id,
             user_id: m.user_id,
+            created_at: m.created_at,
+            last_used_at: m.last_used_at,
             revoked_at: m.revoked_at,
             expires_at: m.expires_at,
         }

@@ -253,10 +253,29 @@ impl TokenIssuer {
         roles: &[String],
         memberships: &TokenMemberships,
     ) -> Result<IssuedToken, TokenError> {
+        self.issue_until(user_id, session_id, roles, memberships, None)
+    }
+
+    /// Signs a token for a session that ends at `session_ends_at`: the token expires then at
+    /// the latest (whole seconds, rounded down), so it never outlives its session.
+    pub fn issue_until(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        roles: &[String],
+        memberships: &TokenMemberships,
+        session_ends_at: Option<OffsetDateTime>,
+    ) -> Result<IssuedToken, TokenError> {
         let now = crate::clock::now()
             .replace_nanosecond(0)
             .map_err(|_| TokenError::Malformed)?;
-        let expires_at = now + self.ttl;
+        let mut expires_at = now + self.ttl;
+        if let Some(ends) = session_ends_at {
+            let ends = ends
+                .replace_nanosecond(0)
+                .map_err(|_| TokenError::Malformed)?;
+            expires_at = expires_at.min(ends.max(now));
+        }
         let token_id = uuid::Uuid::now_v7().to_string();
         let claims = WireClaims {
             iss: self.issuer.clone(),

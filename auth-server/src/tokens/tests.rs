@@ -27,6 +27,34 @@ fn issued_token_verifies_and_carries_claims() {
 }
 
 #[test]
+fn a_token_never_outlives_its_session() {
+    let tokens = issuer(vec![SigningKey::generate().expect("key")]);
+    let now = OffsetDateTime::now_utc();
+    let ends = now + Duration::from_millis(10_500);
+    let issued = tokens
+        .issue_until("u1", "s1", &[], &TokenMemberships::default(), Some(ends))
+        .expect("issue");
+    assert!(issued.expires_at <= ends, "{} > {ends}", issued.expires_at);
+    assert!(issued.expires_at >= ends - Duration::from_secs(1));
+    assert!(tokens.verify_at(&issued.token, now).is_ok());
+    assert_eq!(
+        tokens.verify_at(&issued.token, ends + Duration::from_secs(1)),
+        Err(TokenError::Expired)
+    );
+    // A session ending after the access TTL does not lengthen the token.
+    let long = tokens
+        .issue_until(
+            "u1",
+            "s1",
+            &[],
+            &TokenMemberships::default(),
+            Some(now + Duration::from_secs(3600)),
+        )
+        .expect("issue");
+    assert!(long.expires_at <= now + Duration::from_secs(61));
+}
+
+#[test]
 fn expired_tampered_and_foreign_tokens_are_refused() {
     let tokens = issuer(vec![SigningKey::generate().expect("key")]);
     let issued = tokens
