@@ -15,6 +15,7 @@ mod m20261130_000005_api_keys;
 mod m20261130_000006_organizations;
 mod m20261130_000007_last_login;
 mod m20261130_000008_email_verifications;
+mod m20261201_000009_lifecycle;
 
 /// Runs the migrations in order.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000006_organizations::Migration),
             Box::new(m20261130_000007_last_login::Migration),
             Box::new(m20261130_000008_email_verifications::Migration),
+            Box::new(m20261201_000009_lifecycle::Migration),
         ]
     }
 }

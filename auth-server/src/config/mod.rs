@@ -5,8 +5,9 @@
 //! module owns its settings type; this module only parses and validates flags and assembles
 //! them into [`Settings`]. It imports no domain module: `startup` turns the domain's values
 //! into `domain::AccountSettings`. `serve.rs` holds the `serve` flags and `Settings`,
-//! `protection.rs` the account protection flags.
+//! `protection.rs` the account protection flags, `lifecycle.rs` retention and erasure.
 
+mod lifecycle;
 mod protection;
 mod serve;
 
@@ -14,6 +15,7 @@ use std::{fmt, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+pub use lifecycle::{LifecycleArgs, LifecycleSettings};
 pub use protection::{LockoutArgs, ProtectionArgs, ProtectionSettings};
 pub use serve::{LimitArgs, ServeArgs, Settings};
 

@@ -5,7 +5,8 @@ use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 
 use super::{
-    Cli, Command, ConfigError, HashingArgs, ProtectionArgs, ProtectionSettings, StoreArgs,
+    Cli, Command, ConfigError, HashingArgs, LifecycleArgs, LifecycleSettings, ProtectionArgs,
+    ProtectionSettings, StoreArgs,
 };
 use sea_orm::DbBackend;
 
@@ -131,6 +132,9 @@ pub struct ServeArgs {
     /// Lockout, rate limits, audit retention, password reset and mail.
     #[command(flatten)]
     pub protection: ProtectionArgs,
+    /// Retention, erasure and housekeeping.
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
 }
 
 /// Per-RPC-class concurrency and deadline limits. Over the concurrency limit a call is refused
@@ -260,6 +264,8 @@ pub struct Settings {
     pub event_feed_capacity: usize,
     /// Lockout, rate limits, audit, reset and mail.
     pub protection: ProtectionSettings,
+    /// Retention, erasure and housekeeping.
+    pub lifecycle: LifecycleSettings,
     /// Key-encryption key file.
     pub key_file: PathBuf,
     /// Operator HTTP listener (metrics, liveness, readiness).
@@ -294,6 +300,7 @@ impl fmt::Debug for Settings {
             .field("hash_nice", &self.hash_nice)
             .field("hashing", &self.hashing)
             .field("protection", &self.protection)
+            .field("lifecycle", &self.lifecycle)
             .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
     }
@@ -390,6 +397,7 @@ impl ServeArgs {
             ),
             event_feed_capacity: self.event_feed_capacity.max(1),
             protection: self.protection.settings()?,
+            lifecycle: self.lifecycle.settings()?,
             key_file: self
                 .key_file
                 .clone()

@@ -360,13 +360,14 @@ impl Admin {
         if user.roles.iter().any(|r| r == ROLE_ADMIN) && !user.disabled {
             ensure_other_admin(&change, &user).await?;
         }
-        let count = delete_account(&mut change, &user).await?;
+        let count = delete_account(&mut change, &user, self.accounts.erasure_due_at()).await?;
         let record = Self::audit(actor, AuditKind::AdminUserDeleted, id).detail(json!({
             "email": user.email,
             "revoked_sessions": count,
         }));
         change.audit(record).await?;
         change.commit().await?;
+        self.accounts.erase_if_due(id).await;
         tracing::info!(user_id = %id, revoked_sessions = count, "user deleted");
         Ok(count)
     }

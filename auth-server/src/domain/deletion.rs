@@ -23,11 +23,13 @@ pub(super) async fn ensure_other_admin(
 
 /// Deletes `user` in `change`: every live session revoked, every membership removed (one
 /// event each), the row a tombstone with its email and external id released, credentials, MFA,
-/// reset and email verification tokens erased, the email's lockout cleared, then `UserDeleted`. Returns how many
-/// sessions were revoked.
+/// reset and email verification tokens erased, the email's lockout cleared, then `UserDeleted`;
+/// the erasure of the user's history is queued for `erase_at` (`erasure.rs`). Returns how
+/// many sessions were revoked.
 pub(super) async fn delete_account(
     change: &mut Change,
     user: &UserRecord,
+    erase_at: i64,
 ) -> Result<usize, AuthError> {
     let count = revoke_user_sessions(change, user, None, RevokeReason::UserDeleted).await?;
     remove_memberships(change, MembershipsOf::User(&user.id)).await?;
@@ -38,6 +40,7 @@ pub(super) async fn delete_account(
     storage::resets::spend_user_resets(change.db(), &user.id, clock::now_millis()).await?;
     storage::verifications::delete_user_verifications(change.db(), &user.id).await?;
     lockout::clear(change.db(), &user.email).await?;
+    storage::erasure::schedule_erasure(change.db(), &user.id, erase_at).await?;
     change.event(EventKind::UserDeleted, &deleted);
     Ok(count)
 }

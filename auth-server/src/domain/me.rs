@@ -163,7 +163,7 @@ impl Accounts {
         if user.roles.iter().any(|r| r == ROLE_ADMIN) {
             ensure_other_admin(&change, &user).await?;
         }
-        let count = delete_account(&mut change, &user).await?;
+        let count = delete_account(&mut change, &user, self.erasure_due_at()).await?;
         let mut record = AuditRecord::new(AuditKind::AccountDeleted, client)
             .actor(&user.id)
             .subject(&user.id)
@@ -173,6 +173,7 @@ impl Accounts {
         }
         change.audit(record).await?;
         change.commit().await?;
+        self.erase_if_due(&user.id).await;
         tracing::info!(revoked_sessions = count, "account deleted by its user");
         Ok(count)
     }

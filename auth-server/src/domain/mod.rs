@@ -14,6 +14,9 @@
 //! | `admin_views.rs` | AdminService reads: one user, pages of users and of the audit trail, sessions |
 //! | `service_accounts.rs` | service accounts, API keys (issue, list, revoke) and their check as bearer credentials |
 //! | `rules.rs` | input rules shared by the flows: roles, display names, user ids |
+//! | `deletion.rs` | account deletion (admin and self) and the last-admin rule |
+//! | `erasure.rs` | a deleted user's history rewritten to the tombstone (`--erasure-delay-secs`) |
+//! | `retention.rs` | housekeeping's pruning: ended sessions, spent refresh tokens, old tokens and audit |
 //! | `change.rs` | [`Change`]: the one write transaction (audit, events last, revocations after commit) |
 //!
 //! Every state change goes through a [`Change`], so its user events and audit record commit
@@ -25,6 +28,7 @@ mod change;
 mod credentials;
 mod deletion;
 mod email;
+mod erasure;
 mod import;
 mod lockout;
 mod login;
@@ -32,6 +36,7 @@ mod me;
 mod memberships;
 mod mfa;
 mod organizations;
+mod retention;
 mod rules;
 mod service_accounts;
 mod sessions;
@@ -52,6 +57,7 @@ pub use login::LoginOutcome;
 pub use me::{Me, MySessions};
 pub use memberships::{MAX_TOKEN_MEMBERSHIP_BYTES, MAX_TOKEN_MEMBERSHIPS, UserOrganization};
 pub use organizations::{NewOrganization, OrganizationUpdate};
+pub use retention::{PruneReport, RetentionPolicy};
 pub use rules::{MAX_METADATA_BYTES, check_role, check_user_id};
 pub use sessions::{RefreshToken, SessionTokens};
 pub use signup::{NewAccount, create_account};
@@ -98,6 +104,8 @@ pub struct AccountSettings {
     pub mfa_challenge_ttl: Duration,
     /// Issuer shown by authenticator apps.
     pub totp_issuer: String,
+    /// Delay between a deletion and the erasure of the user's history.
+    pub erasure_delay: Duration,
 }
 
 /// What the domain uses besides storage, hashing and tokens.

@@ -28,5 +28,6 @@ pub(super) fn account_settings(settings: &Settings) -> AccountSettings {
         verification_ttl: settings.protection.verification_ttl,
         mfa_challenge_ttl: MFA_CHALLENGE_TTL,
         totp_issuer: settings.issuer.clone(),
+        erasure_delay: settings.lifecycle.erasure_delay,
     }
 }

@@ -8,10 +8,10 @@ use tokio::{sync::watch, task::JoinSet};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    clock,
+    domain::{Accounts, RetentionPolicy},
     rate_limit::RateLimiter,
     revocation::Revocations,
-    storage::{self, StorageError, Store},
+    storage::{StorageError, Store},
 };
 
 /// The names the health service reports on.
@@ -106,43 +106,50 @@ pub(super) async fn prune_revocations(revocations: Revocations, max_age: Duratio
     }
 }
 
-/// Hourly: drops audit records past retention, expired reset tokens and MFA challenges, stale
-/// lockout rows, and idle rate-limit buckets.
-pub(super) async fn housekeeping(store: Store, limiter: RateLimiter, audit_retention: Duration) {
-    const DAY: Duration = Duration::from_secs(24 * 3600);
-    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+/// Every `interval` (hourly by default): the pruning rules of `domain/retention.rs`, and idle
+/// rate-limit buckets. Logs what it removed and how fast.
+pub(super) async fn housekeeping(
+    accounts: Accounts,
+    limiter: RateLimiter,
+    policy: RetentionPolicy,
+    interval: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         limiter.prune();
-        let now = clock::now_millis();
-        let day_ago = clock::millis_ago(DAY);
-        let conn = store.conn();
-        let result = async {
-            let audit =
-                storage::audit::delete_audit_before(conn, clock::millis_ago(audit_retention))
-                    .await?;
-            let resets = storage::resets::delete_expired_resets(conn, day_ago).await?
-                + storage::verifications::delete_expired_verifications(conn, day_ago).await?;
-            let challenges = storage::mfa::delete_expired_challenges(conn, day_ago).await?;
-            let throttles = storage::throttle::delete_stale_throttles(conn, day_ago, now).await?;
-            Ok::<_, StorageError>((audit, resets, challenges, throttles))
-        }
-        .await;
-        match result {
-            Ok((0, 0, 0, 0)) => tracing::debug!("housekeeping: nothing to prune"),
-            Ok((audit, resets, challenges, throttles)) => {
+        match accounts.prune(policy).await {
+            Ok(report) if report.rows() == 0 => tracing::debug!("housekeeping: nothing to prune"),
+            Ok(report) => {
+                let secs = report.elapsed.as_secs_f64().max(1e-6);
                 tracing::info!(
-                    audit,
-                    resets,
-                    challenges,
-                    throttles,
+                    sessions = report.sessions.sessions,
+                    refresh_tokens = report.sessions.refresh_tokens,
+                    audit = report.audit,
+                    tokens = report.tokens,
+                    throttles = report.throttles,
+                    elapsed_ms = report.elapsed.as_millis(),
+                    rows_per_sec = (report.rows() as f64 / secs).round(),
                     "housekeeping pruned old rows"
                 )
             }
             Err(error) => {
-                tracing::warn!(error.message = %error, error.cause_chain = ?error, "housekeeping failed; retrying next hour")
+                tracing::warn!(error.message = %error, error.cause_chain = ?error, "housekeeping failed; retrying next run")
             }
+        }
+    }
+}
+
+/// At least every minute (more often when housekeeping runs more often): erases the deleted
+/// users whose erasure is due.
+pub(super) async fn erase_due(accounts: Accounts, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval.min(Duration::from_secs(60)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = accounts.erase_due().await {
+            tracing::warn!(error.message = %error, error.cause_chain = ?error, "erasure failed; retrying");
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::{
     apikeys::ApiKeys,
     clock,
     config::Settings,
-    domain::{AccountExtras, Accounts},
+    domain::{AccountExtras, Accounts, RetentionPolicy},
     events::{EventHub, FeedSettings, FeedSinks},
     keys::{KeyManager, refresh_keys},
     mail::{MailError, Mailer},
@@ -307,13 +307,23 @@ impl Application {
             "revocation pruning",
             background::prune_revocations(core.revocations.clone(), revocation_horizon),
         );
+        let lifecycle = settings.lifecycle;
         background.spawn(
             "housekeeping",
             background::housekeeping(
-                core.store.clone(),
+                accounts.clone(),
                 guard.limiter().clone(),
-                settings.protection.audit_retention,
+                RetentionPolicy {
+                    sessions: lifecycle.session_retention,
+                    audit: settings.protection.audit_retention,
+                    batch: lifecycle.prune_batch,
+                },
+                lifecycle.housekeeping_interval,
             ),
+        );
+        background.spawn(
+            "erasure",
+            background::erase_due(accounts.clone(), lifecycle.housekeeping_interval),
         );
         background.spawn(
             "key reload",

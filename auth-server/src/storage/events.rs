@@ -78,6 +78,20 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The kinds whose payload is the user's public state.
+    pub const USER_KINDS: [EventKind; 10] = [
+        EventKind::UserCreated,
+        EventKind::UserUpdated,
+        EventKind::UserDisabled,
+        EventKind::UserEnabled,
+        EventKind::UserDeleted,
+        EventKind::PasswordChanged,
+        EventKind::RolesChanged,
+        EventKind::SessionRevoked,
+        EventKind::ApiKeyIssued,
+        EventKind::ApiKeyRevoked,
+    ];
+
     /// Stored name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -22,7 +22,7 @@ every_backend!(
     nul_characters_are_invalid_argument_in_every_text_field,
 );
 
-fn mask(paths: &[&str]) -> Option<FieldMask> {
+pub(crate) fn mask(paths: &[&str]) -> Option<FieldMask> {
     Some(FieldMask {
         paths: paths.iter().map(|p| (*p).to_owned()).collect(),
     })

@@ -15,6 +15,7 @@ mod health;
 mod helpers;
 mod import;
 mod keys;
+mod lifecycle;
 mod lifetime;
 mod me;
 mod mfa;

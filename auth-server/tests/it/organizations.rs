@@ -20,7 +20,7 @@ every_backend!(
     tokens_carry_memberships_after_refresh,
 );
 
-fn metadata(pairs: &[(&str, &str)]) -> Option<Struct> {
+pub(crate) fn metadata(pairs: &[(&str, &str)]) -> Option<Struct> {
     Some(Struct {
         fields: pairs
             .iter()
