@@ -32,6 +32,7 @@
 //! | | [`mfa`] | TOTP secrets (encrypted at rest), code checks, recovery codes |
 //! | | [`mail`] | reset mails over SMTP |
 //! | | [`metrics`] | Prometheus metrics and the `/metrics` `/livez` `/readyz` listener |
+//! | | [`audit_rollup`] | aggregated audit records for floods: one per email or address per minute, with a count |
 //! | | [`log_limit`] | rate-limited warnings and errors: one line per 10 s per kind, the rest counted |
 //! | | [`secrets`] | opaque bearer secrets (refresh, reset, MFA tokens), their hashes, URL redaction |
 //! | | [`keyfile`] | secret files in the data dir |
@@ -41,6 +42,7 @@
 
 pub mod accept;
 pub mod apikeys;
+pub mod audit_rollup;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -136,7 +136,7 @@ impl Accounts {
                 }
                 Err(_) => ERASED_DETAIL.to_owned(),
             };
-            storage::erasure::set_audit_detail(db, id, &detail).await?;
+            storage::audit::update_audit_detail(db, id, &detail).await?;
             masked += 1;
         }
         for email in &emails {

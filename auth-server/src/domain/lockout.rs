@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::Accounts;
 use crate::{
+    audit_rollup::Occurrence,
     clock,
     error::AuthError,
     storage::{
@@ -101,13 +102,21 @@ impl Accounts {
         let Some(state) = state.filter(|s| is_locked_at(s, clock::now_millis())) else {
             return Ok(false);
         };
-        let mut record = AuditRecord::new(AuditKind::LoginLocked, client)
-            .outcome(Outcome::Denied)
-            .detail(json!({ "email": email, "locked_until": state.locked_until }));
-        if let Some(subject) = subject {
-            record = record.subject(subject);
-        }
-        storage::audit::append_audit(conn, record).await?;
+        // A flood against a locked email writes one record per minute with a count.
+        let mut detail = serde_json::Map::new();
+        detail.insert("email".into(), json!(email));
+        detail.insert("locked_until".into(), json!(state.locked_until));
+        self.d
+            .audit_rollup
+            .record(Occurrence {
+                kind: AuditKind::LoginLocked,
+                key: email,
+                outcome: Outcome::Denied,
+                subject,
+                client,
+                detail,
+            })
+            .await?;
         tracing::info!("login refused: email locked");
         Ok(true)
     }

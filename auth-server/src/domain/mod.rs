@@ -64,6 +64,7 @@ pub use signup::{NewAccount, create_account};
 
 use crate::{
     apikeys::ApiKeys,
+    audit_rollup::AuditRollup,
     error::AuthError,
     mail::Mailer,
     metrics::Metrics,
@@ -119,6 +120,8 @@ pub struct AccountExtras {
     pub metrics: Metrics,
     /// The in-memory API key set (shared with the event feed, which keeps it current).
     pub api_keys: ApiKeys,
+    /// Aggregated audit records (attempts against a locked email).
+    pub audit_rollup: AuditRollup,
 }
 
 /// The state every flow shares. Its fields are private to `domain/`: nothing outside reaches
@@ -134,6 +137,7 @@ struct Domain {
     mailer: Option<Mailer>,
     metrics: Metrics,
     api_keys: ApiKeys,
+    audit_rollup: AuditRollup,
 }
 
 impl Domain {
@@ -170,6 +174,7 @@ impl Accounts {
             mailer,
             metrics,
             api_keys,
+            audit_rollup,
         } = extras;
         Self {
             d: Arc::new(Domain {
@@ -182,6 +187,7 @@ impl Accounts {
                 mailer,
                 metrics,
                 api_keys,
+                audit_rollup,
             }),
         }
     }

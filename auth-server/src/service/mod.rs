@@ -18,11 +18,14 @@ pub(crate) use crate::clock::{
     millis_of_timestamp as millis_of, timestamp, timestamp_of_millis as timestamp_millis,
 };
 use crate::{
+    audit_rollup::{AuditRollup, Occurrence},
     error::AuthError,
     limits::RpcClass,
     rate_limit::{ClientAddrResolver, RateLimiter},
     storage::{
-        ClientInfo, EventKind, EventSubject, StoredEvent, UserRecord, organizations::Metadata,
+        ClientInfo, EventKind, EventSubject, StoredEvent, UserRecord,
+        audit::{AuditKind, Outcome},
+        organizations::Metadata,
     },
     tokens::TokenError,
 };
@@ -53,12 +56,18 @@ pub(crate) fn bearer_token(metadata: &MetadataMap) -> Result<&str, AuthError> {
 pub struct RequestGuard {
     resolver: ClientAddrResolver,
     limiter: RateLimiter,
+    audit: AuditRollup,
 }
 
 impl RequestGuard {
-    /// Resolves client addresses with `resolver` and limits with `limiter`.
-    pub fn new(resolver: ClientAddrResolver, limiter: RateLimiter) -> Self {
-        Self { resolver, limiter }
+    /// Resolves client addresses with `resolver`, limits with `limiter` and audits the
+    /// refusals through `audit` (one record per address per minute).
+    pub fn new(resolver: ClientAddrResolver, limiter: RateLimiter, audit: AuditRollup) -> Self {
+        Self {
+            resolver,
+            limiter,
+            audit,
+        }
     }
 
     /// The limiter (for pruning).
@@ -84,7 +93,21 @@ impl RequestGuard {
         // Without a class (a call that did not pass `ClassLimit`), limit rather than not.
         let class = request.extensions().get::<RpcClass>().copied();
         if class.is_none_or(|c| c == RpcClass::Password) {
-            self.limiter.check(self.addr(request))?;
+            let addr = self.addr(request);
+            if let Err(refused) = self.limiter.check(addr) {
+                if let Some(addr) = addr {
+                    let client = self.client(request);
+                    self.audit.record_later(Occurrence {
+                        kind: AuditKind::RateLimited,
+                        key: &addr.to_string(),
+                        outcome: Outcome::Denied,
+                        subject: None,
+                        client: &client,
+                        detail: serde_json::Map::new(),
+                    });
+                }
+                return Err(refused);
+            }
         }
         Ok(self.client(request))
     }

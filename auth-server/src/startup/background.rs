@@ -8,6 +8,7 @@ use tokio::{sync::watch, task::JoinSet};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
+    audit_rollup::AuditRollup,
     domain::{Accounts, RetentionPolicy},
     rate_limit::RateLimiter,
     revocation::Revocations,
@@ -137,6 +138,18 @@ pub(super) async fn housekeeping(
             Err(error) => {
                 tracing::warn!(error.message = %error, error.cause_chain = ?error, "housekeeping failed; retrying next run")
             }
+        }
+    }
+}
+
+/// Every second: the counts of aggregated audit records (`audit_rollup.rs`).
+pub(super) async fn flush_audit_rollup(rollup: AuditRollup) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = rollup.flush().await {
+            tracing::warn!(error.message = %error, "audit counts not written; retrying");
         }
     }
 }

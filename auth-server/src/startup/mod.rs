@@ -19,6 +19,7 @@ use self::{
 use crate::{
     accept,
     apikeys::ApiKeys,
+    audit_rollup::AuditRollup,
     clock,
     config::Settings,
     domain::{AccountExtras, Accounts, RetentionPolicy},
@@ -106,6 +107,7 @@ struct Core {
     revocations: Revocations,
     api_keys: ApiKeys,
     metrics: Metrics,
+    audit_rollup: AuditRollup,
 }
 
 /// A built, bound server.
@@ -181,6 +183,7 @@ impl Application {
         hasher.limit_wait(settings.hash_queue_max_wait);
         metrics.observe_store(&store, settings.db_pool.max_connections);
         let core = Core {
+            audit_rollup: AuditRollup::new(store.clone()),
             store,
             hasher,
             tokens,
@@ -203,6 +206,7 @@ impl Application {
                 mailer,
                 metrics: core.metrics.clone(),
                 api_keys: core.api_keys.clone(),
+                audit_rollup: core.audit_rollup.clone(),
             },
         );
         let (listener, local_addr) = bind(settings.listen).await?;
@@ -298,6 +302,7 @@ impl Application {
         let guard = RequestGuard::new(
             ClientAddrResolver::new(settings.protection.trusted_proxies.clone()),
             RateLimiter::new(settings.protection.rate_limit),
+            core.audit_rollup.clone(),
         );
         background.spawn(
             "health",
@@ -320,6 +325,10 @@ impl Application {
                 },
                 lifecycle.housekeeping_interval,
             ),
+        );
+        background.spawn(
+            "audit rollup",
+            background::flush_audit_rollup(core.audit_rollup.clone()),
         );
         background.spawn(
             "erasure",
@@ -395,6 +404,10 @@ impl Application {
             }
         };
         background.stop(BACKGROUND_GRACE).await;
+        // The counts of aggregated audit records since the last flush.
+        if let Err(error) = core.audit_rollup.flush().await {
+            tracing::warn!(error.message = %error, "audit counts not written at shutdown");
+        }
         core.store.close().await;
         tracing::info!("auth-server stopped");
         Ok(result?)

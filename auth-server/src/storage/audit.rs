@@ -9,7 +9,7 @@ use sea_orm::{
 use super::{ClientInfo, StorageResult, entities::audit_events, truncate};
 
 /// What an audit record is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuditKind {
     /// A login (or its MFA step) issued a session.
     LoginSucceeded,
@@ -85,11 +85,14 @@ pub enum AuditKind {
     EmailVerified,
     /// A user changed their own address (`ChangeEmail`).
     EmailChanged,
+    /// Calls refused by the per-address rate limit (one record per address per minute, with
+    /// a count).
+    RateLimited,
 }
 
 impl AuditKind {
     /// Every kind, for validating filters.
-    pub const ALL: [AuditKind; 37] = [
+    pub const ALL: [AuditKind; 38] = [
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
         AuditKind::LoginLocked,
@@ -127,6 +130,7 @@ impl AuditKind {
         AuditKind::EmailVerificationIssued,
         AuditKind::EmailVerified,
         AuditKind::EmailChanged,
+        AuditKind::RateLimited,
     ];
 
     /// Stored name.
@@ -169,6 +173,7 @@ impl AuditKind {
             AuditKind::EmailVerificationIssued => "email_verification_issued",
             AuditKind::EmailVerified => "email_verified",
             AuditKind::EmailChanged => "email_changed",
+            AuditKind::RateLimited => "rate_limited",
         }
     }
 
@@ -314,6 +319,35 @@ pub async fn append_audit(
 ) -> StorageResult<()> {
     audit_row(record, crate::clock::now_millis())
         .insert(conn)
+        .await?;
+    Ok(())
+}
+
+/// Appends a record on its own; returns its id (for a record updated later, see
+/// `audit_rollup.rs`).
+pub async fn append_audit_returning_id(
+    conn: &impl ConnectionTrait,
+    record: AuditRecord<'_>,
+) -> StorageResult<i64> {
+    let row = audit_row(record, crate::clock::now_millis())
+        .insert(conn)
+        .await?;
+    Ok(row.id)
+}
+
+/// Replaces one record's details (an aggregated record's count, an erasure).
+pub async fn update_audit_detail(
+    conn: &impl ConnectionTrait,
+    id: i64,
+    detail: &str,
+) -> StorageResult<()> {
+    audit_events::Entity::update_many()
+        .col_expr(
+            audit_events::Column::Detail,
+            sea_orm::sea_query::Expr::value(detail),
+        )
+        .filter(audit_events::Column::Id.eq(id))
+        .exec(conn)
         .await?;
     Ok(())
 }

@@ -163,20 +163,6 @@ pub async fn find_audit_details_containing(
         .await?)
 }
 
-/// Replaces one audit record's details.
-pub async fn set_audit_detail(
-    conn: &impl ConnectionTrait,
-    id: i64,
-    detail: &str,
-) -> StorageResult<()> {
-    audit_events::Entity::update_many()
-        .col_expr(audit_events::Column::Detail, Expr::value(detail))
-        .filter(audit_events::Column::Id.eq(id))
-        .exec(conn)
-        .await?;
-    Ok(())
-}
-
 /// Clears the tombstone's display name (its email was replaced and its metadata cleared at
 /// deletion).
 pub async fn clear_tombstone(conn: &impl ConnectionTrait, user_id: &str) -> StorageResult<()> {

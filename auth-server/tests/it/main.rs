@@ -3,6 +3,7 @@
 
 mod account;
 mod admin;
+mod audit_flood;
 mod bad_input;
 mod cli;
 mod compression;
