@@ -36,6 +36,14 @@ pub enum AuthClientError {
     /// account that cannot answer one should not have TOTP.
     #[error("the account has TOTP enabled: a second factor is required")]
     MfaRequired,
+    /// The events after the cursor passed to `UserEvents` were pruned by the server's event
+    /// retention: load a `UserSnapshot` and follow from its sequence
+    /// ([`Subscriber::follow`](crate::Subscriber::follow) does that by itself).
+    #[error("events after the cursor were pruned; the oldest kept is {oldest_sequence}")]
+    CursorPruned {
+        /// The oldest sequence the server still has.
+        oldest_sequence: u64,
+    },
     /// Any other status, with its code.
     #[error("auth service error {code:?}: {message}")]
     Other {
@@ -97,6 +105,19 @@ impl From<Status> for AuthClientError {
             | Code::Cancelled
             | Code::Internal
             | Code::Unknown => Self::Unavailable(message),
+            Code::OutOfRange => match status.get_details_error_info() {
+                Some(info) if info.reason == "CURSOR_PRUNED" => Self::CursorPruned {
+                    oldest_sequence: info
+                        .metadata
+                        .get("oldest_sequence")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                },
+                _ => Self::Other {
+                    code: Code::OutOfRange,
+                    message,
+                },
+            },
             code => Self::Other { code, message },
         }
     }

@@ -57,5 +57,5 @@ pub use client::{
 pub use error::AuthClientError;
 pub use layer::{AuthLayer, OrgFrom, RequireAuth};
 pub use principal::Principal;
-pub use subscriber::{Credentials, Snapshot, Subscriber, SubscriberError};
+pub use subscriber::{Credentials, Delivery, Snapshot, Subscriber, SubscriberError};
 pub use validator::{Validator, ValidatorBuilder, ValidatorStats};

@@ -60,6 +60,29 @@ pub enum SubscriberError {
         /// The cursor passed in.
         cursor: u64,
     },
+    /// The events after the cursor were pruned by the server's event retention (only from
+    /// [`Subscriber::run`]; [`Subscriber::follow`] loads a snapshot instead).
+    #[error("events after cursor {cursor} were pruned; the oldest kept is {oldest}")]
+    CursorPruned {
+        /// The cursor passed in (or reached).
+        cursor: u64,
+        /// The oldest sequence the server still has.
+        oldest: u64,
+    },
+}
+
+/// What [`Subscriber::follow`] hands its handler.
+// Events are the common case and each is moved once into the handler: boxing them would cost
+// an allocation per event to shrink a value that never sits in a collection.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// The next event, in order.
+    Event(pb::UserEvent),
+    /// The mirror fell behind the server's event retention: the whole state as of
+    /// `as_of_sequence`, which replaces the mirror's (what it lacks no longer exists). Events
+    /// after it follow.
+    Snapshot(Snapshot),
 }
 
 /// Resumable consumer of `UserEvents`.
@@ -165,14 +188,64 @@ impl Subscriber {
 
     /// Streams events after `cursor` into `handler`, in order, until `shutdown` resolves;
     /// reconnects and resumes by itself. Returns the last sequence the handler accepted.
+    ///
+    /// If the server pruned the events after `cursor` (its event retention), this returns
+    /// [`SubscriberError::CursorPruned`]; [`follow`](Self::follow) recovers from that by itself.
     pub async fn run<H, Fut, E>(
         &self,
-        mut cursor: u64,
+        cursor: u64,
         mut handler: H,
         shutdown: impl Future<Output = ()>,
     ) -> Result<u64, SubscriberError>
     where
         H: FnMut(pb::UserEvent) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
+        let deliver = |delivery: Delivery| {
+            let call = match delivery {
+                Delivery::Event(event) => Some(handler(event)),
+                // Not reached: `run` stops at a pruned cursor instead of loading a snapshot.
+                Delivery::Snapshot(_) => None,
+            };
+            async move {
+                match call {
+                    Some(call) => call.await,
+                    None => Ok(()),
+                }
+            }
+        };
+        self.stream(cursor, deliver, false, shutdown).await
+    }
+
+    /// Like [`run`](Self::run), and when the server has pruned the events after the cursor
+    /// (OUT_OF_RANGE `CURSOR_PRUNED`: the mirror was offline longer than the event
+    /// retention), loads a `UserSnapshot`, hands it to `handler` as [`Delivery::Snapshot`]
+    /// and follows from its sequence. The handler must make its data equal to the snapshot:
+    /// users, organizations and memberships missing from it no longer exist.
+    pub async fn follow<H, Fut, E>(
+        &self,
+        cursor: u64,
+        handler: H,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<u64, SubscriberError>
+    where
+        H: FnMut(Delivery) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
+        self.stream(cursor, handler, true, shutdown).await
+    }
+
+    async fn stream<H, Fut, E>(
+        &self,
+        mut cursor: u64,
+        mut handler: H,
+        recover: bool,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<u64, SubscriberError>
+    where
+        H: FnMut(Delivery) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: fmt::Display,
     {
@@ -187,8 +260,13 @@ impl Subscriber {
                 () = &mut shutdown => return Ok(cursor),
                 stream = attempt => stream,
             };
+            let mut pruned = None;
             let mut stream = match stream {
-                Ok(stream) => stream,
+                Ok(stream) => Some(stream),
+                Err(AuthClientError::CursorPruned { oldest_sequence }) => {
+                    pruned = Some(oldest_sequence);
+                    None
+                }
                 Err(error) => {
                     match &error {
                         AuthClientError::PermissionDenied(_) | AuthClientError::MfaRequired => {
@@ -219,10 +297,10 @@ impl Subscriber {
                     }
                 }
             };
-            loop {
+            while let Some(open) = stream.as_mut() {
                 let message = tokio::select! {
                     () = &mut shutdown => return Ok(cursor),
-                    message = stream.message() => message,
+                    message = open.message() => message,
                 };
                 let event = match message {
                     Ok(Some(pb::UserEventsResponse { event: Some(event) })) => event,
@@ -230,8 +308,12 @@ impl Subscriber {
                     Ok(None) => break,
                     Err(status) => {
                         tracing::info!(code = ?status.code(), cursor, "event stream ended; resuming");
-                        if status.code() == tonic::Code::Unauthenticated {
-                            self.forget_token().await;
+                        match AuthClientError::from(status) {
+                            AuthClientError::CursorPruned { oldest_sequence } => {
+                                pruned = Some(oldest_sequence);
+                            }
+                            AuthClientError::Unauthenticated { .. } => self.forget_token().await,
+                            _ => {}
                         }
                         break;
                     }
@@ -240,7 +322,7 @@ impl Subscriber {
                     continue;
                 }
                 let sequence = event.sequence;
-                match handler(event).await {
+                match handler(Delivery::Event(event)).await {
                     Ok(()) => {
                         cursor = sequence;
                         failures = 0;
@@ -248,6 +330,39 @@ impl Subscriber {
                     Err(error) => {
                         tracing::warn!(error.message = %error, sequence, "event handler failed; will redeliver");
                         break;
+                    }
+                }
+            }
+            if let Some(oldest) = pruned {
+                if !recover {
+                    return Err(SubscriberError::CursorPruned { cursor, oldest });
+                }
+                tracing::warn!(
+                    cursor,
+                    oldest,
+                    "events after the cursor were pruned by the auth service; loading a snapshot"
+                );
+                let loaded = tokio::select! {
+                    () = &mut shutdown => return Ok(cursor),
+                    loaded = self.snapshot() => loaded,
+                };
+                match loaded {
+                    Ok(snapshot) => {
+                        let as_of = snapshot.as_of_sequence;
+                        match handler(Delivery::Snapshot(snapshot)).await {
+                            Ok(()) => {
+                                tracing::info!(as_of, "mirror reset from a snapshot; following");
+                                cursor = as_of;
+                                failures = 0;
+                                continue;
+                            }
+                            Err(error) => {
+                                tracing::warn!(error.message = %error, "snapshot handler failed; will retry");
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(error.message = %error, "cannot load a snapshot; retrying");
                     }
                 }
             }

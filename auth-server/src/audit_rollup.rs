@@ -219,12 +219,13 @@ impl AuditRollup {
             Decision::Added => return Ok(()),
             Decision::Full => {
                 let window = Window::new(&occurrence, 0, Row::Inserting);
-                return storage::audit::append_audit(self.store.conn(), window.record()).await;
+                let tx = self.store.begin_write().await?;
+                storage::audit::append_audit(&*tx, window.record()).await?;
+                return tx.commit().await;
             }
             Decision::New(window) => window,
         };
-        let written =
-            storage::audit::append_audit_returning_id(self.store.conn(), window.record()).await;
+        let written = self.insert(&window).await;
         let mut state = self.lock();
         if let Some(open) = state.find(window.kind, &window.key, window.minute) {
             match written {
@@ -275,17 +276,8 @@ impl AuditRollup {
         let mut failure = None;
         for window in work {
             let result = match window.row {
-                Row::Written(id) => storage::audit::update_audit_detail(
-                    self.store.conn(),
-                    id,
-                    &window.detail().to_string(),
-                )
-                .await
-                .map(|()| id),
-                _ => {
-                    storage::audit::append_audit_returning_id(self.store.conn(), window.record())
-                        .await
-                }
+                Row::Written(id) => self.update(id, &window).await.map(|()| id),
+                _ => self.insert(&window).await,
             };
             statements += 1;
             let mut state = self.lock();
@@ -310,6 +302,22 @@ impl AuditRollup {
             Some(error) => Err(error),
             None => Ok(statements),
         }
+    }
+
+    /// Writes a window's record (through a write transaction: on SQLite it then queues behind
+    /// this process's other writers).
+    async fn insert(&self, window: &Window) -> StorageResult<i64> {
+        let tx = self.store.begin_write().await?;
+        let id = storage::audit::append_audit_returning_id(&*tx, window.record()).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Brings a written record's count up to date.
+    async fn update(&self, id: i64, window: &Window) -> StorageResult<()> {
+        let tx = self.store.begin_write().await?;
+        storage::audit::update_audit_detail(&*tx, id, &window.detail().to_string()).await?;
+        tx.commit().await
     }
 
     /// Keys with an open window (for tests and metrics).

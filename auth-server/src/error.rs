@@ -295,6 +295,17 @@ impl From<AuthError> for Status {
                     HashMap::from([("head_sequence".to_owned(), head.to_string())]),
                 ),
             ),
+            AuthError::StreamEnded(StreamEnd::Pruned { oldest }) => Status::with_error_details(
+                Code::OutOfRange,
+                format!(
+                    "the events after this cursor were pruned (retention); the oldest kept is {oldest}: load a UserSnapshot and follow from its sequence"
+                ),
+                ErrorDetails::with_error_info(
+                    "CURSOR_PRUNED",
+                    ERROR_DOMAIN,
+                    HashMap::from([("oldest_sequence".to_owned(), oldest.to_string())]),
+                ),
+            ),
             AuthError::StreamEnded(StreamEnd::ShuttingDown) => Status::unavailable(
                 "server shutting down; reconnect and resume from your last sequence",
             ),

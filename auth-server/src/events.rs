@@ -72,6 +72,12 @@ pub enum StreamEnd {
     /// The database failed while reading events.
     #[error("event storage unavailable")]
     Storage(#[source] StorageError),
+    /// The events after the cursor were pruned (event retention); `oldest` is the first kept.
+    #[error("events after the cursor were pruned; the oldest kept is {oldest}")]
+    Pruned {
+        /// The oldest sequence still in the outbox.
+        oldest: i64,
+    },
 }
 
 /// Settings of the feed.
@@ -184,6 +190,29 @@ impl EventHub {
         self.inner.subscribers.load(Ordering::Relaxed)
     }
 
+    /// The cursor of the slowest open stream, if any (event pruning keeps what it has not
+    /// received yet).
+    pub fn oldest_live_cursor(&self) -> Option<i64> {
+        let cursors = self.inner.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        cursors.values().map(|c| c.load(Ordering::Relaxed)).min()
+    }
+
+    /// The oldest sequence a stream can still start after: `Err(oldest)` for a cursor whose
+    /// next events were pruned (`oldest` is the first one kept, or the head + 1 if none is).
+    pub async fn check_cursor(&self, after: i64, head: i64) -> Result<(), StreamEnd> {
+        if after >= head {
+            return Ok(());
+        }
+        let oldest = storage::retention::find_oldest_event_sequence(self.inner.store.conn())
+            .await
+            .map_err(StreamEnd::Storage)?
+            .unwrap_or(head + 1);
+        if after + 1 < oldest {
+            return Err(StreamEnd::Pruned { oldest });
+        }
+        Ok(())
+    }
+
     /// How far the slowest open stream is behind the newest published event (0 without streams).
     pub fn max_subscriber_lag(&self) -> i64 {
         let published = self.published();
@@ -294,6 +323,29 @@ impl Subscription {
                 .await
                 .map_err(|e| Stop::End(StreamEnd::Storage(e)))?;
             let done = (page.len() as u64) < PAGE;
+            if let Some(first) = page.first()
+                && first.sequence != self.cursor + 1
+            {
+                // Pruned under a stream that fell behind the retention (and its grace).
+                let oldest =
+                    storage::retention::find_oldest_event_sequence(self.hub.inner.store.conn())
+                        .await
+                        .map_err(|e| Stop::End(StreamEnd::Storage(e)))?;
+                if oldest == Some(first.sequence) {
+                    return Err(Stop::End(StreamEnd::Pruned {
+                        oldest: first.sequence,
+                    }));
+                }
+            }
+            if page.is_empty() {
+                let head = self.hub.published();
+                if self.cursor < head {
+                    self.hub
+                        .check_cursor(self.cursor, head)
+                        .await
+                        .map_err(Stop::End)?;
+                }
+            }
             for event in page {
                 if event.sequence != self.cursor + 1 {
                     tracing::error!(

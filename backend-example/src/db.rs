@@ -335,15 +335,40 @@ pub async fn apply_event(
     tx.commit().await
 }
 
-/// Loads a bootstrap snapshot and stores its `as_of_sequence` as the cursor, in one transaction.
+/// Makes the mirror equal to a snapshot and stores its `as_of_sequence` as the cursor, in one
+/// transaction: the bootstrap of an empty mirror, and the recovery of one that fell behind the
+/// auth service's event retention. Users, companies and memberships the snapshot lacks no
+/// longer exist there: they become tombstones (backend-owned data stays). Returns the ids of
+/// the users that did.
 pub async fn apply_snapshot(
     db: &DatabaseConnection,
     snapshot: &auth_client::Snapshot,
-) -> Result<(), DbErr> {
+) -> Result<Vec<String>, DbErr> {
     let tx = db.begin().await?;
     for user in &snapshot.users {
         upsert_user(&tx, user, false).await?;
     }
+    let kept: std::collections::HashSet<&str> =
+        snapshot.users.iter().map(|u| u.id.as_str()).collect();
+    let gone: Vec<String> = userbase::Entity::find()
+        .filter(userbase::Column::Deleted.eq(false))
+        .all(&tx)
+        .await?
+        .into_iter()
+        .map(|row| row.id)
+        .filter(|id| !kept.contains(id.as_str()))
+        .collect();
+    for ids in gone.chunks(500) {
+        userbase::Entity::update_many()
+            .col_expr(
+                userbase::Column::Deleted,
+                sea_orm::sea_query::Expr::value(true),
+            )
+            .filter(userbase::Column::Id.is_in(ids.iter().cloned()))
+            .exec(&tx)
+            .await?;
+    }
+    orgs::remove_missing(&tx, snapshot).await?;
     for org in &snapshot.organizations {
         orgs::upsert_company(&tx, org).await?;
     }
@@ -360,7 +385,8 @@ pub async fn apply_snapshot(
     }
     .update(&tx)
     .await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(gone)
 }
 
 /// The cursor row.

@@ -6,6 +6,8 @@
 //! this service (`companies.settings`, `user_companies.pinned`). A deleted company and a removed
 //! membership stay as tombstones, so an older state can never come back; the version decides.
 
+use std::collections::HashSet;
+
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
     QueryFilter, QueryOrder,
@@ -150,6 +152,48 @@ pub async fn upsert_membership(
             Ok(true)
         }
     }
+}
+
+/// Marks the companies and memberships a snapshot lacks as deleted and removed (they no longer
+/// exist at the auth service).
+pub async fn remove_missing(
+    conn: &impl ConnectionTrait,
+    snapshot: &auth_client::Snapshot,
+) -> Result<(), DbErr> {
+    let companies_kept: HashSet<&str> = snapshot
+        .organizations
+        .iter()
+        .map(|o| o.id.as_str())
+        .collect();
+    for company in companies::Entity::find()
+        .filter(companies::Column::Deleted.eq(false))
+        .all(conn)
+        .await?
+    {
+        if !companies_kept.contains(company.id.as_str()) {
+            let mut row: companies::ActiveModel = company.into();
+            row.deleted = Set(true);
+            row.update(conn).await?;
+        }
+    }
+    let members_kept: HashSet<(&str, &str)> = snapshot
+        .memberships
+        .iter()
+        .map(|m| (m.organization_id.as_str(), m.user_id.as_str()))
+        .collect();
+    for membership in user_companies::Entity::find()
+        .filter(user_companies::Column::Removed.eq(false))
+        .all(conn)
+        .await?
+    {
+        let key = (membership.company_id.as_str(), membership.user_id.as_str());
+        if !members_kept.contains(&key) {
+            let mut row: user_companies::ActiveModel = membership.into();
+            row.removed = Set(true);
+            row.update(conn).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A live company.

@@ -1,6 +1,9 @@
 //! The background sync: bootstrap an empty mirror from `UserSnapshot`, then apply `UserEvents`
 //! from the stored cursor, forever, surviving restarts of either side. Every event also goes to
-//! the API's [`Validator`] so revocations evict cached tokens at once.
+//! the API's [`Validator`] so revocations evict cached tokens at once. A mirror that was away
+//! longer than the auth service keeps events (`--event-retention-days`) is told so by the
+//! subscriber, which hands it a snapshot: the mirror is reconciled to it (users it lacks become
+//! tombstones, their cached tokens are evicted) and follows on from there.
 
 use std::{
     sync::{
@@ -10,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use auth_client::{Subscriber, Validator};
+use auth_client::{Delivery, Subscriber, Validator, pb};
 use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 
@@ -67,12 +70,7 @@ async fn sync_once(
     let mut state = db::find_sync_state(db).await?;
     if state.snapshot_users.is_none() && state.last_sequence == 0 {
         let snapshot = subscriber.snapshot().await?;
-        db::apply_snapshot(db, &snapshot).await?;
-        tracing::info!(
-            users = snapshot.users.len(),
-            as_of = snapshot.as_of_sequence,
-            "mirror bootstrapped from snapshot"
-        );
+        apply_snapshot(db, validator, &snapshot).await?;
         state = db::find_sync_state(db).await?;
     }
     let cursor = u64::try_from(state.last_sequence).unwrap_or(0);
@@ -83,19 +81,58 @@ async fn sync_once(
         .head_sequence
         .fetch_max(state.last_sequence, Ordering::Relaxed);
     tracing::info!(cursor, "following user events");
-    let handler = |event: auth_client::pb::UserEvent| {
+    let handler = |delivery: Delivery| {
         status.connected.store(true, Ordering::Relaxed);
-        status.head_sequence.fetch_max(
-            i64::try_from(event.sequence).unwrap_or(0),
-            Ordering::Relaxed,
-        );
-        validator.apply_event(&event);
-        async move { db::apply_event(db, &event).await }
+        async move {
+            match delivery {
+                Delivery::Event(event) => {
+                    status.head_sequence.fetch_max(
+                        i64::try_from(event.sequence).unwrap_or(0),
+                        Ordering::Relaxed,
+                    );
+                    validator.apply_event(&event);
+                    db::apply_event(db, &event).await
+                }
+                Delivery::Snapshot(snapshot) => {
+                    status.head_sequence.fetch_max(
+                        i64::try_from(snapshot.as_of_sequence).unwrap_or(0),
+                        Ordering::Relaxed,
+                    );
+                    apply_snapshot(db, validator, &snapshot).await
+                }
+            }
+        }
     };
     subscriber
-        .run(cursor, handler, async {
+        .follow(cursor, handler, async {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
         .await?;
+    Ok(())
+}
+
+/// Reconciles the mirror to `snapshot`; users gone from it lose their cached tokens.
+async fn apply_snapshot(
+    db: &DatabaseConnection,
+    validator: &Validator,
+    snapshot: &auth_client::Snapshot,
+) -> Result<(), sea_orm::DbErr> {
+    let gone = db::apply_snapshot(db, snapshot).await?;
+    for id in &gone {
+        validator.apply_event(&pb::UserEvent {
+            kind: pb::UserEventKind::UserDeleted.into(),
+            user: Some(pb::User {
+                id: id.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    tracing::info!(
+        users = snapshot.users.len(),
+        gone = gone.len(),
+        as_of = snapshot.as_of_sequence,
+        "mirror set to a snapshot"
+    );
     Ok(())
 }

@@ -17,6 +17,14 @@ pub struct LifecycleArgs {
     /// this time revokes its session (reuse detection); after it, it is only unknown.
     #[arg(long, env = "AUTH_SESSION_RETENTION_DAYS", default_value_t = 7)]
     pub session_retention_days: u32,
+    /// Days events are kept in the outbox (default: forever). A subscriber whose cursor falls
+    /// behind gets OUT_OF_RANGE `CURSOR_PRUNED` and re-bootstraps from `UserSnapshot`.
+    #[arg(long, env = "AUTH_EVENT_RETENTION_DAYS")]
+    pub event_retention_days: Option<u32>,
+    /// Seconds past the event retention during which events a subscriber connected to this
+    /// server has not received yet are still kept.
+    #[arg(long, env = "AUTH_EVENT_RETENTION_GRACE_SECS", default_value_t = DAY)]
+    pub event_retention_grace_secs: u64,
     /// Seconds after a user's deletion (admin or self) until their email, display name and
     /// metadata are erased from earlier event payloads and audit details (0: at once, right
     /// after the deletion commits).
@@ -36,6 +44,10 @@ pub struct LifecycleArgs {
 pub struct LifecycleSettings {
     /// How long ended sessions and spent or expired refresh tokens are kept.
     pub session_retention: Duration,
+    /// How long events are kept, if not forever.
+    pub event_retention: Option<Duration>,
+    /// Extra time for events a connected subscriber has not received yet.
+    pub event_retention_grace: Duration,
     /// Delay between a deletion and the erasure of the user's history.
     pub erasure_delay: Duration,
     /// Time between housekeeping runs.
@@ -52,6 +64,9 @@ impl LifecycleArgs {
                 "session retention must be at least 1 day".into(),
             ));
         }
+        if self.event_retention_days == Some(0) {
+            return Err(ConfigError("event retention must be at least 1 day".into()));
+        }
         if self.erasure_delay_secs > 90 * DAY {
             return Err(ConfigError("erasure delay must be at most 90 days".into()));
         }
@@ -65,6 +80,10 @@ impl LifecycleArgs {
         }
         Ok(LifecycleSettings {
             session_retention: Duration::from_secs(u64::from(self.session_retention_days) * DAY),
+            event_retention: self
+                .event_retention_days
+                .map(|days| Duration::from_secs(u64::from(days) * DAY)),
+            event_retention_grace: Duration::from_secs(self.event_retention_grace_secs),
             erasure_delay: Duration::from_secs(self.erasure_delay_secs),
             housekeeping_interval: Duration::from_secs(self.housekeeping_interval_secs),
             prune_batch: self.prune_batch,

@@ -57,7 +57,7 @@ pub use login::LoginOutcome;
 pub use me::{Me, MySessions};
 pub use memberships::{MAX_TOKEN_MEMBERSHIP_BYTES, MAX_TOKEN_MEMBERSHIPS, UserOrganization};
 pub use organizations::{NewOrganization, OrganizationUpdate};
-pub use retention::{PruneReport, RetentionPolicy};
+pub use retention::{EventRetention, PruneReport, RetentionPolicy};
 pub use rules::{MAX_METADATA_BYTES, check_role, check_user_id};
 pub use sessions::{RefreshToken, SessionTokens};
 pub use signup::{NewAccount, create_account};

@@ -82,7 +82,10 @@ impl Accounts {
             }
             tokio::task::yield_now().await;
         }
-        let conn = self.d.store.conn();
+        // Through a write transaction like every other write, so on SQLite it queues behind
+        // the writers of this process instead of making them fail "database is locked".
+        let change = self.d.begin().await?;
+        let conn = change.db();
         let day_ago = clock::millis_ago(DAY);
         report.audit =
             storage::audit::delete_audit_before(conn, clock::millis_ago(policy.audit)).await?;
@@ -91,7 +94,56 @@ impl Accounts {
             + storage::mfa::delete_expired_challenges(conn, day_ago).await?;
         report.throttles =
             storage::throttle::delete_stale_throttles(conn, day_ago, clock::now_millis()).await?;
+        change.commit().await?;
         report.elapsed = started.elapsed();
         Ok(report)
+    }
+}
+
+/// How long events are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRetention {
+    /// Events older than this go...
+    pub keep: Duration,
+    /// ...unless a subscriber connected here has not received them yet, for this much longer.
+    pub grace: Duration,
+    /// Events per delete statement.
+    pub batch: u64,
+}
+
+impl Accounts {
+    /// Deletes events past the retention, from the oldest, in batches; never one after
+    /// `floor` (the oldest cursor of this server's live streams) unless it is past the grace
+    /// too. Touches no row of the event counter, so writers never wait for it. Returns how
+    /// many were deleted.
+    pub async fn prune_events(
+        &self,
+        policy: EventRetention,
+        floor: Option<i64>,
+    ) -> Result<u64, AuthError> {
+        let conn = self.d.store.conn();
+        let cutoff = clock::millis_ago(policy.keep);
+        let Some(mut last) = storage::retention::find_last_event_before(conn, cutoff).await? else {
+            return Ok(0);
+        };
+        if let Some(floor) = floor
+            && floor < last
+        {
+            let overdue = clock::millis_ago(policy.keep.saturating_add(policy.grace));
+            let forced = storage::retention::find_last_event_before(conn, overdue).await?;
+            last = floor.max(forced.unwrap_or(0));
+        }
+        let mut deleted = 0;
+        loop {
+            let change = self.d.begin().await?;
+            let batch =
+                storage::retention::delete_events_through(change.db(), last, policy.batch).await?;
+            change.commit().await?;
+            deleted += batch;
+            if batch < policy.batch {
+                return Ok(deleted);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 }

@@ -288,6 +288,10 @@ impl AuthService for AuthApi {
         if after > head {
             return Err(AuthError::CursorBeyondHead { head }.into());
         }
+        self.events
+            .check_cursor(after, head)
+            .await
+            .map_err(AuthError::from)?;
         tracing::info!(user_id = %claims.user_id, after, head, "event stream opened");
         let stream =
             tokio_stream::wrappers::ReceiverStream::new(self.events.subscribe(after)).map(|item| {

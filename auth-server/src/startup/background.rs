@@ -9,7 +9,8 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     audit_rollup::AuditRollup,
-    domain::{Accounts, RetentionPolicy},
+    domain::{Accounts, EventRetention, RetentionPolicy},
+    events::EventHub,
     rate_limit::RateLimiter,
     revocation::Revocations,
     storage::{StorageError, Store},
@@ -113,6 +114,7 @@ pub(super) async fn housekeeping(
     accounts: Accounts,
     limiter: RateLimiter,
     policy: RetentionPolicy,
+    events: Option<(EventRetention, EventHub)>,
     interval: Duration,
 ) {
     let mut ticker = tokio::time::interval(interval);
@@ -137,6 +139,23 @@ pub(super) async fn housekeeping(
             }
             Err(error) => {
                 tracing::warn!(error.message = %error, error.cause_chain = ?error, "housekeeping failed; retrying next run")
+            }
+        }
+        if let Some((retention, hub)) = &events {
+            let started = std::time::Instant::now();
+            match accounts
+                .prune_events(*retention, hub.oldest_live_cursor())
+                .await
+            {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(
+                    events = deleted,
+                    elapsed_ms = started.elapsed().as_millis(),
+                    "housekeeping pruned old events"
+                ),
+                Err(error) => {
+                    tracing::warn!(error.message = %error, error.cause_chain = ?error, "event pruning failed; retrying next run")
+                }
             }
         }
     }

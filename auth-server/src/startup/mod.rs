@@ -22,7 +22,7 @@ use crate::{
     audit_rollup::AuditRollup,
     clock,
     config::Settings,
-    domain::{AccountExtras, Accounts, RetentionPolicy},
+    domain::{AccountExtras, Accounts, EventRetention, RetentionPolicy},
     events::{EventHub, FeedSettings, FeedSinks},
     keys::{KeyManager, refresh_keys},
     mail::{MailError, Mailer},
@@ -323,6 +323,14 @@ impl Application {
                     audit: settings.protection.audit_retention,
                     batch: lifecycle.prune_batch,
                 },
+                lifecycle.event_retention.map(|keep| {
+                    let retention = EventRetention {
+                        keep,
+                        grace: lifecycle.event_retention_grace,
+                        batch: lifecycle.prune_batch,
+                    };
+                    (retention, hub.clone())
+                }),
                 lifecycle.housekeeping_interval,
             ),
         );

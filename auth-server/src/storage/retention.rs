@@ -105,3 +105,65 @@ pub async fn count_rows(conn: &impl ConnectionTrait) -> StorageResult<(u64, u64,
             .await?,
     ))
 }
+
+/// The oldest event still in the outbox, if any.
+pub async fn find_oldest_event_sequence(conn: &impl ConnectionTrait) -> StorageResult<Option<i64>> {
+    find_event_bound(conn, "MIN(sequence)", None).await
+}
+
+/// The newest event that occurred before `before`, if any.
+pub async fn find_last_event_before(
+    conn: &impl ConnectionTrait,
+    before: i64,
+) -> StorageResult<Option<i64>> {
+    find_event_bound(conn, "MAX(sequence)", Some(before)).await
+}
+
+async fn find_event_bound(
+    conn: &impl ConnectionTrait,
+    aggregate: &str,
+    before: Option<i64>,
+) -> StorageResult<Option<i64>> {
+    let backend = conn.get_database_backend();
+    let stmt = match before {
+        Some(before) => sea_orm::Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DbBackend::Postgres => {
+                    format!("SELECT {aggregate} FROM user_events WHERE occurred_at < $1")
+                }
+                _ => format!("SELECT {aggregate} FROM user_events WHERE occurred_at < ?"),
+            },
+            [before.into()],
+        ),
+        None => {
+            sea_orm::Statement::from_string(backend, format!("SELECT {aggregate} FROM user_events"))
+        }
+    };
+    Ok(match conn.query_one_raw(stmt).await? {
+        Some(row) => row.try_get_by_index::<Option<i64>>(0)?,
+        None => None,
+    })
+}
+
+/// Deletes the events from the oldest up to `last` (inclusive), at most `batch` of them;
+/// returns how many. Only ever a prefix of the outbox: what remains stays gap-free.
+pub async fn delete_events_through(
+    conn: &impl ConnectionTrait,
+    last: i64,
+    batch: u64,
+) -> StorageResult<u64> {
+    let Some(oldest) = find_oldest_event_sequence(conn).await? else {
+        return Ok(0);
+    };
+    let span = i64::try_from(batch).unwrap_or(i64::MAX).saturating_sub(1);
+    let through = last.min(oldest.saturating_add(span));
+    if through < oldest {
+        return Ok(0);
+    }
+    let result = super::entities::user_events::Entity::delete_many()
+        .filter(super::entities::user_events::Column::Sequence.lte(through))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected)
+}

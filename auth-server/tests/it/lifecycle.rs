@@ -15,6 +15,8 @@ every_backend!(
     ended_sessions_and_spent_refresh_tokens_are_pruned_after_the_retention,
     a_deleted_users_personal_data_leaves_every_table,
     erasure_waits_for_the_configured_delay,
+    events_past_the_retention_are_pruned_and_an_older_cursor_is_cursor_pruned,
+    a_connected_subscriber_keeps_the_events_it_has_not_received,
 );
 
 /// (sessions, refresh tokens) in the database.
@@ -306,4 +308,110 @@ async fn erasure_waits_for_the_configured_delay(db: Db) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+async fn events_past_the_retention_are_pruned_and_an_older_cursor_is_cursor_pruned(db: Db) {
+    let app = spawn_app_with(db, |s| {
+        s.lifecycle.event_retention = Some(Duration::from_secs(1));
+        s.lifecycle.housekeeping_interval = Duration::from_millis(200);
+        s.lifecycle.prune_batch = 2;
+    })
+    .await;
+    let token = app
+        .token_with_roles("events@example.com", &["events.subscriber"])
+        .await;
+    for i in 0..4 {
+        app.signed_up(&format!("u{i}@example.com")).await;
+    }
+    let head = app.head().await;
+    assert!(head >= 4);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while event_rows(&app).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events never pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A cursor before the pruned events: OUT_OF_RANGE CURSOR_PRUNED, with the oldest kept.
+    for cursor in [0, head - 1] {
+        let status = assert_code(app.subscribe(&token, cursor).await, tonic::Code::OutOfRange);
+        assert_eq!(
+            reason(&status).as_deref(),
+            Some("CURSOR_PRUNED"),
+            "{status:?}"
+        );
+        let info = tonic_types::StatusExt::get_details_error_info(&status).expect("info");
+        assert_eq!(info.metadata["oldest_sequence"], (head + 1).to_string());
+    }
+    // From the head, the stream works and numbering goes on (no sequence is reused).
+    let mut stream = app.subscribe(&token, head).await.expect("from the head");
+    app.signed_up("later@example.com").await;
+    let next = next_event(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(next.sequence, head + 1);
+}
+
+async fn a_connected_subscriber_keeps_the_events_it_has_not_received(db: Db) {
+    let app = spawn_app_with(db, |s| {
+        s.lifecycle.event_retention = Some(Duration::from_secs(1));
+        s.lifecycle.housekeeping_interval = Duration::from_millis(200);
+    })
+    .await;
+    let token = app
+        .token_with_roles("events@example.com", &["events.subscriber"])
+        .await;
+    let (admin, _) = crate::admin::admin_of(&app, "root@example.com").await;
+    let id = app
+        .signed_up("busy@example.com")
+        .await
+        .user
+        .expect("user")
+        .id;
+    // A subscriber that reads one event, then nothing for a while.
+    let mut stream = app.subscribe(&token, 0).await.expect("stream");
+    assert_eq!(
+        next_event(&mut stream, Duration::from_secs(5))
+            .await
+            .sequence,
+        1
+    );
+    // Large events, more than the stream's buffers and HTTP/2 windows hold.
+    let blob = "x".repeat(7000);
+    for i in 0..400 {
+        admin
+            .clone()
+            .update_user(pb::UpdateUserRequest {
+                user_id: id.clone(),
+                metadata: metadata(&[("blob", &blob), ("i", &i.to_string())]),
+                update_mask: mask(&["metadata"]),
+                ..Default::default()
+            })
+            .await
+            .expect("update");
+    }
+    let head = app.head().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kept = event_rows(&app).await;
+    assert!(kept > 0, "the slow subscriber's events were pruned");
+    // Every event still arrives, in order, none missing.
+    let rest = events_until(&mut stream, head).await;
+    let sequences: Vec<u64> = rest.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (2..=head).collect::<Vec<_>>());
+    drop(stream);
+    // With the subscriber gone, pruning catches up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while event_rows(&app).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events never pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn event_rows(app: &TestApp) -> u64 {
+    let store = app.store().await;
+    let (_, _, events) = count_rows(store.conn()).await.expect("counts");
+    store.close().await;
+    events
 }

@@ -13,6 +13,7 @@ every_backend_db!(
     backend_restart_resumes_from_its_stored_cursor,
     backend_owned_fields_survive_auth_changes,
     an_api_key_mirror_fetches_a_user_it_has_not_seen,
+    a_mirror_behind_the_event_retention_recovers_through_a_snapshot,
 );
 
 async fn an_api_key_mirror_fetches_a_user_it_has_not_seen(db: Db) {
@@ -310,4 +311,123 @@ async fn the_mirror_syncs_and_me_answers_over_mutual_tls() {
     let me = backend.me(Some(&session.access_token)).await;
     assert_eq!(me.status, 200, "{:?}", me.json);
     assert_eq!(me.json["email"], "tls-user@example.com");
+}
+
+/// A mirror away longer than auth-server keeps events: the subscriber is told its cursor was
+/// pruned, loads a snapshot, and the mirror is reconciled to it (the user deleted meanwhile
+/// becomes a tombstone, the new one appears, backend-owned fields stay), then follows on.
+async fn a_mirror_behind_the_event_retention_recovers_through_a_snapshot(db: Db) {
+    use auth_client::{AuthClientError, Credentials, Subscriber};
+    use backend_example::db::userbase;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let database = backend_db(db, &dir).await;
+    let auth = Server::start(TestDatabase::Sqlite, |s| {
+        s.lifecycle.event_retention = Some(Duration::from_secs(1));
+        s.lifecycle.housekeeping_interval = Duration::from_millis(200);
+    })
+    .await;
+    auth.account_with_roles(SERVICE_EMAIL, &["events.subscriber"])
+        .await;
+    let mut backend = TestBackend::start(&auth, database.url.clone()).await;
+    let (keep_token, _) = user(&auth, "keep@example.com").await;
+    let (_, gone_id) = user(&auth, "gone@example.com").await;
+    backend.wait_applied(auth_head(&auth).await).await;
+    let patched = backend
+        .request(
+            "PATCH",
+            "/me",
+            Some(&keep_token),
+            Some(json!({"plan_tier": "pro"})),
+        )
+        .await;
+    assert_eq!(patched.status, 200);
+    let cursor = backend.health().await["last_applied_sequence"]
+        .as_u64()
+        .expect("cursor");
+    backend.stop().await;
+
+    // While the mirror is away: a deletion, a new user, and the retention prunes them all.
+    let (mut admin, admin_token) = auth.admin("root@example.com").await;
+    admin
+        .delete_user(auth_server::testkit::bearer(
+            auth_client::pb::DeleteUserRequest {
+                user_id: gone_id.clone(),
+            },
+            &admin_token,
+        ))
+        .await
+        .expect("delete");
+    let (new_token, _) = user(&auth, "new@example.com").await;
+    let subscriber = Subscriber::new(
+        auth_client::AuthClient::connect_lazy(&auth.url()).expect("url"),
+        Credentials::Password {
+            email: SERVICE_EMAIL.into(),
+            password: PASSWORD.into(),
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let token = subscriber.access_token().await.expect("token");
+        let client = auth_client::AuthClient::connect_lazy(&auth.url()).expect("url");
+        match client.user_events(&token, cursor).await {
+            Err(AuthClientError::CursorPruned { oldest_sequence }) => {
+                assert!(oldest_sequence > cursor + 1);
+                break;
+            }
+            other => {
+                assert!(Instant::now() < deadline, "never pruned: {:?}", other.err());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    backend.resume().await;
+    let head = auth_head(&auth).await;
+    backend.wait_applied(head).await;
+    // The mirror equals the auth service's users, field by field.
+    let snapshot = subscriber.snapshot().await.expect("snapshot");
+    let mirror = sea_orm::Database::connect(&database.url).await.expect("db");
+    let rows = userbase::Entity::find()
+        .filter(userbase::Column::Deleted.eq(false))
+        .all(&mirror)
+        .await
+        .expect("rows");
+    let mut mirrored: Vec<_> = rows
+        .iter()
+        .map(|r| (r.id.clone(), r.email.clone(), r.version, r.disabled))
+        .collect();
+    let mut expected: Vec<_> = snapshot
+        .users
+        .iter()
+        .map(|u| {
+            (
+                u.id.clone(),
+                u.email.clone(),
+                i64::try_from(u.version).expect("version"),
+                u.disabled,
+            )
+        })
+        .collect();
+    mirrored.sort();
+    expected.sort();
+    assert_eq!(mirrored, expected);
+    let gone = userbase::Entity::find_by_id(gone_id)
+        .one(&mirror)
+        .await
+        .expect("row")
+        .expect("a tombstone stays");
+    assert!(gone.deleted);
+    mirror.close().await.ok();
+    assert_eq!(backend.me(Some(&new_token)).await.status, 200);
+    let me = backend.me(Some(&keep_token)).await;
+    assert_eq!(
+        (me.status, me.json["plan_tier"].as_str()),
+        (200, Some("pro"))
+    );
+    // And it follows live events again.
+    user(&auth, "after@example.com").await;
+    backend.wait_applied(auth_head(&auth).await).await;
+    assert_eq!(backend.health().await["lag"], 0);
 }
