@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod compression;
 mod concurrency;
+mod crash;
 mod db_tls;
 mod email;
 mod events;
