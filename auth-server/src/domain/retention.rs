@@ -47,6 +47,13 @@ impl PruneReport {
     }
 }
 
+/// After a batch that took `since` until now, waits as long again (up to 100 ms): a backlog is
+/// deleted at no more than half the database's write time, so logins and refreshes (on SQLite
+/// they queue for the same write lock) get their turn between batches.
+async fn pace(since: Instant) {
+    tokio::time::sleep(since.elapsed().min(Duration::from_millis(100))).await;
+}
+
 /// Expired one-time tokens and quiet lockout rows are kept this long (for support questions).
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -58,6 +65,7 @@ impl Accounts {
         let mut report = PruneReport::default();
         // Ended sessions first: their tokens go with them, fewer for the second pass.
         loop {
+            let started = Instant::now();
             let change = self.d.begin().await?;
             let batch =
                 storage::retention::delete_ended_sessions(change.db(), cutoff, policy.batch)
@@ -68,9 +76,10 @@ impl Accounts {
             if batch.sessions < policy.batch {
                 break;
             }
-            tokio::task::yield_now().await;
+            pace(started).await;
         }
         loop {
+            let started = Instant::now();
             let change = self.d.begin().await?;
             let batch =
                 storage::retention::delete_old_refresh_tokens(change.db(), cutoff, policy.batch)
@@ -80,7 +89,7 @@ impl Accounts {
             if batch.refresh_tokens < policy.batch {
                 break;
             }
-            tokio::task::yield_now().await;
+            pace(started).await;
         }
         // Through a write transaction like every other write, so on SQLite it queues behind
         // the writers of this process instead of making them fail "database is locked".
@@ -135,6 +144,7 @@ impl Accounts {
         }
         let mut deleted = 0;
         loop {
+            let started = Instant::now();
             let change = self.d.begin().await?;
             let batch =
                 storage::retention::delete_events_through(change.db(), last, policy.batch).await?;
@@ -143,7 +153,7 @@ impl Accounts {
             if batch < policy.batch {
                 return Ok(deleted);
             }
-            tokio::task::yield_now().await;
+            pace(started).await;
         }
     }
 }
