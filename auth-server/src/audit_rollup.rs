@@ -320,6 +320,15 @@ impl AuditRollup {
         tx.commit().await
     }
 
+    /// Forgets every window counted under `key` (an erased user's address), so no later count
+    /// writes the key back into a record that was erased. Only this server's windows: another
+    /// replica's are written as they are.
+    pub fn forget(&self, key: &str) {
+        let mut state = self.lock();
+        state.open.retain(|(_, k), _| k != key);
+        state.retired.retain(|w| w.key != key);
+    }
+
     /// Keys with an open window (for tests and metrics).
     pub fn open_windows(&self) -> usize {
         let state = self.lock();

@@ -141,6 +141,7 @@ impl Accounts {
         }
         for email in &emails {
             lockout::clear(db, email).await?;
+            self.d.audit_rollup.forget(email);
         }
         storage::erasure::clear_tombstone(db, user_id).await?;
         change.commit().await?;
