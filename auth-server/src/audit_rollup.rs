@@ -6,8 +6,9 @@
 //! The first occurrence of a key in a minute is written at once (awaited by the caller, or by
 //! the next flush for callers that cannot wait); later ones only count in memory, and
 //! [`AuditRollup::flush`] (every second, and at shutdown) writes the counts into the record.
-//! Memory is bounded: past [`MAX_WINDOWS`] keys in flight, an occurrence gets a record of its
-//! own, as before aggregation.
+//! Memory is bounded: past [`MAX_WINDOWS`] keys in one minute, an attempt against a locked email
+//! gets a record of its own (as before aggregation) and a rate-limited call is only logged at
+//! debug level (an attacker spraying addresses must not grow memory or the table without end).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -25,7 +26,7 @@ use crate::{
 };
 
 /// Keys tracked at once.
-pub const MAX_WINDOWS: usize = 50_000;
+pub const MAX_WINDOWS: usize = 10_000;
 /// Distinct client addresses listed per record; more are only counted.
 pub const MAX_ADDRS: usize = 32;
 const MINUTE_MS: i64 = 60_000;

@@ -3,9 +3,9 @@
 //! `userbase` has two kinds of columns. Auth-owned ones (`email`, `email_verified`,
 //! `display_name`, `roles`, `disabled`, `version`, `deleted`) are written only from
 //! `UserEvents`; backend-owned ones (`plan_tier`, `preferences`) only by this service's API.
-//! A deleted user is kept as a tombstone (`deleted = true`, auth-owned fields as of the delete):
-//! its version blocks any older event from resurrecting it, and its backend-owned data stays
-//! for the service's own retention policy.
+//! A deleted user is kept as a tombstone (`deleted = true`, its version and roles as of the
+//! delete, email and display name erased): its version blocks any older event from
+//! resurrecting it, and its backend-owned data stays for the service's own retention policy.
 
 use std::time::Duration;
 
@@ -255,13 +255,21 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     Ok(db)
 }
 
-/// The user's public state from an event or snapshot.
+/// The user's public state from an event or snapshot. A deleted user's tombstone keeps no
+/// email or display name (auth-server erases them from its own history too).
 fn auth_owned(user: &auth_client::pb::User, deleted: bool) -> userbase::ActiveModel {
+    let personal = |value: &String| {
+        if deleted {
+            String::new()
+        } else {
+            value.clone()
+        }
+    };
     userbase::ActiveModel {
         id: Set(user.id.clone()),
-        email: Set(user.email.clone()),
+        email: Set(personal(&user.email)),
         email_verified: Set(user.email_verified),
-        display_name: Set(user.display_name.clone()),
+        display_name: Set(personal(&user.display_name)),
         roles: Set(serde_json::to_string(&user.roles).unwrap_or_else(|_| "[]".into())),
         disabled: Set(user.disabled),
         version: Set(i64::try_from(user.version).unwrap_or(i64::MAX)),
@@ -363,6 +371,11 @@ pub async fn apply_snapshot(
             .col_expr(
                 userbase::Column::Deleted,
                 sea_orm::sea_query::Expr::value(true),
+            )
+            .col_expr(userbase::Column::Email, sea_orm::sea_query::Expr::value(""))
+            .col_expr(
+                userbase::Column::DisplayName,
+                sea_orm::sea_query::Expr::value(""),
             )
             .filter(userbase::Column::Id.is_in(ids.iter().cloned()))
             .exec(&tx)

@@ -1,5 +1,5 @@
 //! Data lifecycle: indexes that let housekeeping find ended sessions, spent or expired
-//! refresh tokens and old events without scanning, and `pending_erasures`, the deleted users
+//! refresh tokens, old events and a user's events without scanning, and `pending_erasures`, the deleted users
 //! whose email, display name and metadata are still to be erased from earlier event payloads
 //! and audit details (`--erasure-delay-secs`). Users deleted before this migration are
 //! queued at once (due at their deletion time).
@@ -33,6 +33,7 @@ enum RefreshTokens {
 enum UserEvents {
     Table,
     OccurredAt,
+    UserId,
 }
 
 #[derive(DeriveIden)]
@@ -43,7 +44,7 @@ enum PendingErasures {
 }
 
 /// (index name, table, column)
-fn indexes() -> [(&'static str, DynIden, DynIden); 4] {
+fn indexes() -> [(&'static str, DynIden, DynIden); 5] {
     [
         (
             "idx_sessions_expires_at",
@@ -64,6 +65,12 @@ fn indexes() -> [(&'static str, DynIden, DynIden); 4] {
             "idx_user_events_occurred_at",
             UserEvents::Table.into_iden(),
             UserEvents::OccurredAt.into_iden(),
+        ),
+        // A user's own events, for their erasure.
+        (
+            "idx_user_events_user_id",
+            UserEvents::Table.into_iden(),
+            UserEvents::UserId.into_iden(),
         ),
     ]
 }

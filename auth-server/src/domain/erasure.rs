@@ -104,15 +104,18 @@ impl Accounts {
     }
 
     /// Erases one queued user's history; false if it was not queued (any more).
+    ///
+    /// The reads (the user's events, the scan of the audit details for the addresses) run
+    /// before the write transaction, so on SQLite the write lock is held only for the updates.
+    /// Neither can change meanwhile in a way that matters: a deleted user gets no new events,
+    /// and an audit record written after the scan is about an address that is nobody's now.
     async fn erase_user(&self, user_id: &str) -> Result<bool, AuthError> {
-        let change = self.d.begin().await?;
-        let db = change.db();
-        if !storage::erasure::claim_erasure(db, user_id).await? {
-            return Ok(false);
-        }
-        // Every address the user ever had, from the user's own events.
+        let conn = self.d.store.conn();
+        // Every address the user ever had, from the user's own events, and the rewrites.
         let mut emails = BTreeSet::new();
-        for (sequence, payload) in storage::erasure::find_user_event_payloads(db, user_id).await? {
+        let mut rewrites = Vec::new();
+        for (sequence, payload) in storage::erasure::find_user_event_payloads(conn, user_id).await?
+        {
             let mut user: UserRecord = serde_json::from_str(&payload)
                 .map_err(|_| StorageError::Corrupt(format!("event {sequence} payload")))?;
             if user.email != tombstone_email(user_id) {
@@ -121,23 +124,32 @@ impl Accounts {
             scrub(&mut user);
             let payload =
                 serde_json::to_string(&user).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            storage::erasure::set_event_payload(db, sequence, &payload).await?;
+            rewrites.push((sequence, payload));
+        }
+        let needles: Vec<String> = emails.iter().cloned().collect();
+        let mut masks = Vec::new();
+        for (id, detail) in storage::erasure::find_audit_details_containing(conn, &needles).await? {
+            match serde_json::from_str::<Value>(&detail) {
+                Ok(mut value) => {
+                    if mask(&mut value, &emails) {
+                        masks.push((id, value.to_string()));
+                    }
+                }
+                Err(_) => masks.push((id, ERASED_DETAIL.to_owned())),
+            }
+        }
+
+        let change = self.d.begin().await?;
+        let db = change.db();
+        if !storage::erasure::claim_erasure(db, user_id).await? {
+            return Ok(false);
+        }
+        for (sequence, payload) in &rewrites {
+            storage::erasure::set_event_payload(db, *sequence, payload).await?;
         }
         let about = storage::erasure::set_subject_audit_details(db, user_id, ERASED_DETAIL).await?;
-        let needles: Vec<String> = emails.iter().cloned().collect();
-        let mut masked = 0u64;
-        for (id, detail) in storage::erasure::find_audit_details_containing(db, &needles).await? {
-            let detail = match serde_json::from_str::<Value>(&detail) {
-                Ok(mut value) => {
-                    if !mask(&mut value, &emails) {
-                        continue;
-                    }
-                    value.to_string()
-                }
-                Err(_) => ERASED_DETAIL.to_owned(),
-            };
-            storage::audit::update_audit_detail(db, id, &detail).await?;
-            masked += 1;
+        for (id, detail) in &masks {
+            storage::audit::update_audit_detail(db, *id, detail).await?;
         }
         for email in &emails {
             lockout::clear(db, email).await?;
@@ -148,7 +160,8 @@ impl Accounts {
         tracing::info!(
             user_id,
             addresses = emails.len(),
-            audit_records = about + masked,
+            events = rewrites.len(),
+            audit_records = about + masks.len() as u64,
             "deleted user's history erased"
         );
         Ok(true)

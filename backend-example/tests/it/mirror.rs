@@ -419,6 +419,7 @@ async fn a_mirror_behind_the_event_retention_recovers_through_a_snapshot(db: Db)
         .expect("row")
         .expect("a tombstone stays");
     assert!(gone.deleted);
+    assert!(gone.email.is_empty() && gone.display_name.is_empty());
     mirror.close().await.ok();
     assert_eq!(backend.me(Some(&new_token)).await.status, 200);
     let me = backend.me(Some(&keep_token)).await;
