@@ -11,6 +11,7 @@
 //! | --- | --- | --- |
 //! | wiring | [`config`] | command line and `AUTH_*` settings, parsed once, defaults only in the clap flags |
 //! | | [`startup`] | `Application`: build from settings, bind, serve; background tasks in one `JoinSet` |
+//! | | `fuzzing` | (feature `fuzzing`) entry points for the cargo-fuzz targets in `fuzz/` |
 //! | | [`cli`] | `migrate`, `create-user`, `create-admin`, `keys`, `import-users` |
 //! | gRPC | [`service`] | the gRPC services: decode, call the domain, encode |
 //! | | [`error`] | `AuthError` and its one mapping to `tonic::Status` |
@@ -50,6 +51,8 @@ pub mod cors;
 pub mod domain;
 pub mod error;
 pub mod events;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod keyfile;
 pub mod keys;
 pub mod keyset;

@@ -64,7 +64,7 @@ pub(super) fn encode_page_token(kind: &str, cursor: &str) -> String {
     B64.encode(format!("{kind}:{cursor}"))
 }
 
-pub(super) fn decode_page_token(kind: &str, token: &str) -> Result<Option<String>, AuthError> {
+pub(crate) fn decode_page_token(kind: &str, token: &str) -> Result<Option<String>, AuthError> {
     if token.is_empty() {
         return Ok(None);
     }

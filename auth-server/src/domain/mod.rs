@@ -61,6 +61,11 @@ pub use retention::{EventRetention, PruneReport, RetentionPolicy};
 pub use rules::{MAX_METADATA_BYTES, check_role, check_user_id};
 pub use sessions::{RefreshToken, SessionTokens};
 pub use signup::{NewAccount, create_account};
+#[cfg(feature = "fuzzing")]
+pub(crate) use {
+    admin_views::decode_page_token,
+    rules::{check_display_name, check_metadata},
+};
 
 use crate::{
     apikeys::ApiKeys,

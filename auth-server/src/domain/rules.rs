@@ -32,7 +32,7 @@ pub(super) fn check_roles(mut roles: Vec<String>) -> Result<Vec<String>, AuthErr
 }
 
 /// Validates a display name; returns it trimmed.
-pub(super) fn check_display_name(name: &str) -> Result<String, AuthError> {
+pub(crate) fn check_display_name(name: &str) -> Result<String, AuthError> {
     let name = name.trim();
     if name.len() > 256 {
         return Err(AuthError::InvalidArgument(

@@ -75,7 +75,7 @@ fn api_key_pb(key: ApiKeyRecord) -> pb::ApiKey {
 /// Maps an `update_mask` onto the request's fields; unknown paths are INVALID_ARGUMENT. Paths
 /// are the proto field names; their JSON (lowerCamelCase) spellings are accepted too, since
 /// grpcurl passes a mask written as `{"paths": [...]}` through unchanged.
-fn user_update(req: &pb::UpdateUserRequest) -> Result<UserUpdate, AuthError> {
+pub(crate) fn user_update(req: &pb::UpdateUserRequest) -> Result<UserUpdate, AuthError> {
     let paths = req
         .update_mask
         .as_ref()

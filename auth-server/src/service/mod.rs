@@ -9,6 +9,8 @@ mod organizations;
 
 pub use admin::AdminApi;
 pub use auth::AuthApi;
+#[cfg(feature = "fuzzing")]
+pub(crate) use {admin::user_update, organizations::organization_update};
 
 use auth_proto::{pb, structs};
 use prost_types::Struct;

@@ -39,7 +39,7 @@ pub(crate) fn membership_pb(m: &MembershipRecord) -> pb::Membership {
 }
 
 /// Maps an `update_mask` onto the request's fields (proto or JSON spellings).
-fn organization_update(
+pub(crate) fn organization_update(
     req: pb::UpdateOrganizationRequest,
 ) -> Result<OrganizationUpdate, AuthError> {
     const PATHS: &str = "name, slug, metadata";

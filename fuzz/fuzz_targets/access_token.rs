@@ -1,0 +1,4 @@
+//! Fuzz target: see `auth_server::fuzzing::access_token`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| auth_server::fuzzing::access_token(data));

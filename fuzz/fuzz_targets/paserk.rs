@@ -1,0 +1,4 @@
+//! Fuzz target: see `auth_server::fuzzing::paserk`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| auth_server::fuzzing::paserk(data));
