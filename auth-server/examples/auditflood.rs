@@ -172,17 +172,19 @@ async fn main() -> anyhow::Result<()> {
     let rows_before = audit_rows(&store).await?;
     let flood: Vec<_> = (0..args.flood)
         .map(|f| {
-            let (mut client, flooding, attempts) = (
-                client.clone(),
-                Arc::clone(&flooding),
-                Arc::clone(&attempts),
-            );
+            let (mut client, flooding, attempts) =
+                (client.clone(), Arc::clone(&flooding), Arc::clone(&attempts));
             let (locked, addresses) = (args.locked, args.addresses);
             tokio::spawn(async move {
                 let mut n = f as u32;
                 while flooding.load(Ordering::Relaxed) {
                     n = n.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                    let from = format!("10.{}.{}.{}", (n % addresses) / 65_536, (n % addresses) / 256 % 256, (n % addresses) % 256);
+                    let from = format!(
+                        "10.{}.{}.{}",
+                        (n % addresses) / 65_536,
+                        (n % addresses) / 256 % 256,
+                        (n % addresses) % 256
+                    );
                     let email = format!("victim{}@example.com", n as usize % locked);
                     login(&mut client, &email, PASSWORD, Some(from)).await;
                     attempts.fetch_add(1, Ordering::Relaxed);
