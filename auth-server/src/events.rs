@@ -323,28 +323,15 @@ impl Subscription {
                 .await
                 .map_err(|e| Stop::End(StreamEnd::Storage(e)))?;
             let done = (page.len() as u64) < PAGE;
-            if let Some(first) = page.first()
-                && first.sequence != self.cursor + 1
-            {
-                // Pruned under a stream that fell behind the retention (and its grace).
-                let oldest =
-                    storage::retention::find_oldest_event_sequence(self.hub.inner.store.conn())
-                        .await
-                        .map_err(|e| Stop::End(StreamEnd::Storage(e)))?;
-                if oldest == Some(first.sequence) {
-                    return Err(Stop::End(StreamEnd::Pruned {
-                        oldest: first.sequence,
-                    }));
-                }
-            }
-            if page.is_empty() {
-                let head = self.hub.published();
-                if self.cursor < head {
-                    self.hub
-                        .check_cursor(self.cursor, head)
-                        .await
-                        .map_err(Stop::End)?;
-                }
+            // Nothing where the next event should be: pruned under a stream that fell behind
+            // the retention (and its grace), or a real hole (refused below).
+            let next = page.first().map(|e| e.sequence);
+            let published = self.hub.published();
+            if next.map_or(self.cursor < published, |n| n != self.cursor + 1) {
+                self.hub
+                    .check_cursor(self.cursor, published.max(next.unwrap_or(0)))
+                    .await
+                    .map_err(Stop::End)?;
             }
             for event in page {
                 if event.sequence != self.cursor + 1 {
