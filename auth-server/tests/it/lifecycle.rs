@@ -325,14 +325,7 @@ async fn events_past_the_retention_are_pruned_and_an_older_cursor_is_cursor_prun
     }
     let head = app.head().await;
     assert!(head >= 4);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while event_rows(&app).await > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "events never pruned"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_events_pruned(&app).await;
     // A cursor before the pruned events: OUT_OF_RANGE CURSOR_PRUNED, with the oldest kept.
     for cursor in [0, head - 1] {
         let status = assert_code(app.subscribe(&token, cursor).await, tonic::Code::OutOfRange);
@@ -399,8 +392,13 @@ async fn a_connected_subscriber_keeps_the_events_it_has_not_received(db: Db) {
     assert_eq!(sequences, (2..=head).collect::<Vec<_>>());
     drop(stream);
     // With the subscriber gone, pruning catches up.
+    wait_until_events_pruned(&app).await;
+}
+
+/// Waits (up to 10 s) until housekeeping has pruned every event.
+async fn wait_until_events_pruned(app: &TestApp) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while event_rows(&app).await > 0 {
+    while event_rows(app).await > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "events never pruned"
