@@ -7,6 +7,10 @@
 //!    it (on PostgreSQL through `LISTEN/NOTIFY`, on MySQL through the 100 ms poll; on SQLite the
 //!    two share the in-process signal of the one file).
 //!
+//! 3. With `--total-events N` (PostgreSQL, MySQL): N events from 16 writers, 8 on each of two
+//!    server instances (each numbering its own writers' staged events), received by 4
+//!    subscribers, 2 on each instance; counts gaps, repeats and per-user disorder.
+//!
 //! `cargo run --release -p auth-server --example eventbench -- --backend postgres|mysql|sqlite`
 //! (a fresh database on the `TEST_DATABASE_URL` / `TEST_MYSQL_URL` server, dropped at the end).
 
@@ -26,7 +30,7 @@ use auth_server::{
     domain::{NewAccount, create_account},
     passwords::HashingSettings,
     passwords::{HashPool, Password},
-    storage::{EventKind, Store, events::append_event, users},
+    storage::{EventKind, Store, events::append_event, sequencer, users},
     testkit::{self, TestDatabase},
 };
 use clap::Parser;
@@ -37,12 +41,18 @@ struct Args {
     /// Seconds per throughput measurement.
     #[arg(long, default_value_t = 4)]
     seconds: u64,
+    /// Rounds of the throughput measurements (each compares with and without, back to back).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Events for the latency measurement.
     #[arg(long, default_value_t = 300)]
     events: usize,
     /// Backend: `postgres` (TEST_DATABASE_URL), `mysql` (TEST_MYSQL_URL) or `sqlite`.
     #[arg(long, default_value = "postgres")]
     backend: String,
+    /// Events for the two-replica gap check (0: skip it).
+    #[arg(long, default_value_t = 0)]
+    total_events: u64,
 }
 
 const CHEAP: HashingSettings = HashingSettings {
@@ -125,8 +135,14 @@ async fn main() -> anyhow::Result<()> {
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
 
-    // The writer's side: its own connection pool, as another replica would have.
+    // The writer's side: its own connection pool and sequencer, as another replica would have.
     let store = Store::connect(&testkit::detached_url(&url), 20).await?;
+    let (stop_sequencer, stopped) = tokio::sync::watch::channel(false);
+    let writer_sequencer = tokio::spawn(sequencer::run(
+        store.clone(),
+        Duration::from_secs(1),
+        stopped,
+    ));
     let hasher = HashPool::new(&CHEAP, 1, 64)?;
     let mut user_ids = Vec::new();
     for i in 0..16 {
@@ -149,13 +165,15 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism()?,
         args.seconds
     );
-    for writers in [1, 16] {
-        let without = changes_per_second(&store, &user_ids, writers, duration, false).await;
-        let with = changes_per_second(&store, &user_ids, writers, duration, true).await;
-        println!(
-            "{writers:>2} writer(s): {with:>8.0} changes+events/s with outbox vs {without:>8.0} changes/s without  ({:.0} %)",
-            100.0 * with / without
-        );
+    for round in 1..=args.rounds {
+        for writers in [1, 16] {
+            let without = changes_per_second(&store, &user_ids, writers, duration, false).await;
+            let with = changes_per_second(&store, &user_ids, writers, duration, true).await;
+            println!(
+                "round {round}, {writers:>2} writer(s): {with:>8.0} changes+events/s with outbox vs {without:>8.0} changes/s without  ({:.0} %)",
+                100.0 * with / without
+            );
+        }
     }
 
     // Delivery latency: commit on the writer's pool, receive on the server's stream.
@@ -170,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
+    sequencer::drain(&store).await?;
     let head = auth_server::storage::events::find_head_sequence(store.conn()).await?;
     let mut request = tonic::Request::new(pb::UserEventsRequest {
         after_sequence: u64::try_from(head)?,
@@ -188,11 +207,17 @@ async fn main() -> anyhow::Result<()> {
         append_event(&tx, EventKind::UserUpdated, &user, None).await?;
         tx.commit().await?;
         let committed = Instant::now();
-        stream
+        let event = stream
             .message()
             .await?
+            .and_then(|m| m.event)
             .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
         latencies.push(committed.elapsed());
+        let name = event.user.map(|u| u.display_name).unwrap_or_default();
+        anyhow::ensure!(
+            name == format!("latency {i}"),
+            "expected event {i}, got {name:?}"
+        );
     }
     latencies.sort();
     let q = |p: f64| {
@@ -207,7 +232,165 @@ async fn main() -> anyhow::Result<()> {
         args.events
     );
     drop(stream);
+    stop_sequencer.send_replace(true);
+    writer_sequencer.await?;
+
+    if args.total_events > 0 {
+        two_replicas(
+            &url,
+            dir.path(),
+            addr,
+            &user_ids,
+            args.total_events,
+            &login.access_token,
+        )
+        .await?;
+    }
     store.close().await;
     testkit::drop_database(&url);
+    Ok(())
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Default)]
+struct Seen {
+    received: u64,
+    gaps: u64,
+    repeats: u64,
+    user_disorder: u64,
+}
+
+/// Reads `stream` until `last`, checking every sequence is the previous + 1 and every user's
+/// versions only grow.
+async fn follow(
+    mut stream: tonic::Streaming<pb::UserEventsResponse>,
+    start: u64,
+    last: u64,
+) -> anyhow::Result<Seen> {
+    let mut seen = Seen::default();
+    let mut cursor = start;
+    let mut versions = std::collections::HashMap::<String, u64>::new();
+    while cursor < last {
+        let Some(message) = stream.message().await? else {
+            anyhow::bail!("stream ended at {cursor}");
+        };
+        let Some(event) = message.event else { continue };
+        seen.received += 1;
+        if event.sequence <= cursor {
+            seen.repeats += 1;
+            continue;
+        }
+        if event.sequence != cursor + 1 {
+            seen.gaps += 1;
+        }
+        cursor = event.sequence;
+        if let Some(user) = event.user {
+            let before = versions.insert(user.id, user.version).unwrap_or(0);
+            if user.version <= before {
+                seen.user_disorder += 1;
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// `total` events from 16 writers on two server instances, 4 subscribers.
+async fn two_replicas(
+    url: &str,
+    dir: &std::path::Path,
+    addr_a: std::net::SocketAddr,
+    user_ids: &[String],
+    total: u64,
+    token: &str,
+) -> anyhow::Result<()> {
+    let replica_url = testkit::detached_url(url);
+    let mut settings = Settings::for_data_dir(dir.join("data"), Some(replica_url.clone()));
+    settings.hashing = CHEAP;
+    settings.protection.rate_limit = None;
+    let replica = Application::build(settings).await?;
+    let addr_b = replica.local_addr();
+    tokio::spawn(replica.run_until_stopped(std::future::pending()));
+    // Writer pools that share each instance's signals, so each instance's sequencer numbers
+    // its own writers' events (one set of signals per database URL in a process).
+    let on_a = Store::connect(url, 10).await?;
+    let on_b = Store::connect(&replica_url, 10).await?;
+    sequencer::drain(&on_a).await?;
+    let start =
+        u64::try_from(auth_server::storage::events::find_head_sequence(on_a.conn()).await?)?;
+    let last = start + total;
+
+    let mut readers = Vec::new();
+    for addr in [addr_a, addr_a, addr_b, addr_b] {
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        let mut request = tonic::Request::new(pb::UserEventsRequest {
+            after_sequence: start,
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {token}"))?,
+        );
+        let stream = AuthServiceClient::new(channel)
+            .max_decoding_message_size(16 << 20)
+            .user_events(request)
+            .await?
+            .into_inner();
+        readers.push(tokio::spawn(follow(stream, start, last)));
+    }
+
+    let began = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for (w, id) in user_ids.iter().enumerate() {
+        let (store, next, id) = (
+            if w % 2 == 0 {
+                on_a.clone()
+            } else {
+                on_b.clone()
+            },
+            Arc::clone(&next),
+            id.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let tx = store.begin_write().await?;
+                let user = users::update_display_name(&*tx, &id, "replicated")
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("user gone"))?;
+                append_event(&tx, EventKind::UserUpdated, &user, None).await?;
+                tx.commit().await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let written = began.elapsed();
+    let mut all = Vec::new();
+    for reader in readers {
+        all.push(reader.await??);
+    }
+    let delivered = began.elapsed();
+    println!(
+        "two instances, 16 writers (8 on each), 4 subscribers (2 on each): {total} events written in {:.1} s ({:.0}/s), all delivered after {:.1} s",
+        written.as_secs_f64(),
+        total as f64 / written.as_secs_f64(),
+        delivered.as_secs_f64()
+    );
+    for (i, seen) in all.iter().enumerate() {
+        println!(
+            "  subscriber {} on instance {}: {} received, {} gaps, {} repeats, {} per-user disorder",
+            i + 1,
+            if i < 2 { 'A' } else { 'B' },
+            seen.received,
+            seen.gaps,
+            seen.repeats,
+            seen.user_disorder
+        );
+    }
+    on_a.close().await;
+    on_b.close().await;
     Ok(())
 }

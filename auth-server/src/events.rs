@@ -10,9 +10,11 @@
 //!   `tokio-postgres` `LISTEN` connection per process that reconnects with backoff;
 //! - and by a periodic poll, the safety net: a lost notification only delays, never drops.
 //!
-//! One database read per wake-up feeds every stream of the process. Because sequences are
-//! assigned under a lock that is held until commit (`storage::events`), a read of
+//! One database read per wake-up feeds every stream of the process. Because `user_events` only
+//! ever holds committed, consecutively numbered events (numbered in the writer's transaction on
+//! SQLite, by the sequencer after commit elsewhere: `storage::sequencer`), a read of
 //! `sequence > N` always returns a gap-free run, so the tailer never publishes N+1 before N.
+//! The feed's tasks include this process's sequencer.
 //!
 //! # Streams and slow subscribers
 //!
@@ -60,6 +62,8 @@ pub struct FeedSinks {
 
 /// Events read from the database per query.
 const PAGE: u64 = 500;
+/// Under a stream of commits, how long the tailer lets more commit before it reads them all.
+const TAIL_LINGER: Duration = Duration::from_millis(2);
 /// Buffer between a stream's task and its client.
 const STREAM_BUFFER: usize = 64;
 
@@ -132,6 +136,8 @@ impl EventHub {
         sinks: FeedSinks,
         settings: FeedSettings,
     ) -> Result<(Self, FeedTasks), StorageError> {
+        // Events staged by a replica that stopped before numbering them are numbered first.
+        storage::sequencer::drain(&store).await?;
         let head = find_head_sequence(store.conn()).await?;
         let (feed, _) = broadcast::channel(settings.feed_capacity.max(1));
         let (published, _) = watch::channel(head);
@@ -160,6 +166,11 @@ impl EventHub {
                 }
             }));
         }
+        tasks.push(Box::pin(storage::sequencer::run(
+            store.clone(),
+            settings.poll_interval,
+            hub.inner.shutdown.subscribe(),
+        )));
         tasks.push(Box::pin(tail(
             hub.clone(),
             sinks,
@@ -371,12 +382,18 @@ async fn tail(hub: EventHub, sinks: FeedSinks, mut wake: CommitWaiter, poll: Dur
     let mut published = head;
     let mut shutdown = hub.inner.shutdown.subscribe();
     let mut failures = 0u32;
+    // Under a stream of commits, one read per TAIL_LINGER serves them all.
+    let mut linger = storage::sequencer::Linger::new(TAIL_LINGER, TAIL_LINGER * 10);
     loop {
-        tokio::select! {
-            () = wake.notified() => {}
-            () = tokio::time::sleep(poll) => {}
+        let woken = tokio::select! {
+            () = wake.notified() => true,
+            () = tokio::time::sleep(poll) => false,
             _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        if woken {
+            linger.pause().await;
         }
+        let before = published;
         loop {
             match find_events_after(hub.inner.store.conn(), published, PAGE).await {
                 Ok(page) => {
@@ -415,6 +432,9 @@ async fn tail(hub: EventHub, sinks: FeedSinks, mut wake: CommitWaiter, poll: Dur
                     break;
                 }
             }
+        }
+        if published > before {
+            linger.served();
         }
     }
 }

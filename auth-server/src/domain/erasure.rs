@@ -110,6 +110,9 @@ impl Accounts {
     /// Neither can change meanwhile in a way that matters: a deleted user gets no new events,
     /// and an audit record written after the scan is about an address that is nobody's now.
     async fn erase_user(&self, user_id: &str) -> Result<bool, AuthError> {
+        // The deletion's own events may still be staged: number them first, so that the
+        // rewrite below reaches them (nothing new is staged for a deleted user).
+        storage::sequencer::drain(&self.d.store).await?;
         let conn = self.d.store.conn();
         // Every address the user ever had, from the user's own events, and the rewrites.
         let mut emails = BTreeSet::new();

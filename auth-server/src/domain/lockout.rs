@@ -89,19 +89,32 @@ pub(super) struct LockoutState {
     pub failures: u32,
 }
 
+/// What the lockout says about an email before its password or code is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Throttle {
+    /// Locked now: refuse without checking.
+    Locked,
+    /// Not locked, but failures are on record: a success clears them.
+    Counting,
+    /// Nothing on record: a success has nothing to clear (and skips the delete).
+    Clear,
+}
+
 impl Accounts {
     /// Whether `email` is locked now; a locked attempt is audited (no hash is spent).
-    pub(super) async fn is_locked(
+    pub(super) async fn check_throttle(
         &self,
         email: &str,
         subject: Option<&str>,
         client: &ClientInfo,
-    ) -> Result<bool, AuthError> {
+    ) -> Result<Throttle, AuthError> {
         let conn = self.d.store.conn();
-        let state = storage::throttle::find_throttle(conn, email).await?;
-        let Some(state) = state.filter(|s| is_locked_at(s, clock::now_millis())) else {
-            return Ok(false);
+        let Some(state) = storage::throttle::find_throttle(conn, email).await? else {
+            return Ok(Throttle::Clear);
         };
+        if !is_locked_at(&state, clock::now_millis()) {
+            return Ok(Throttle::Counting);
+        }
         // A flood against a locked email writes one record per minute with a count.
         let mut detail = serde_json::Map::new();
         detail.insert("email".into(), json!(email));
@@ -118,7 +131,7 @@ impl Accounts {
             })
             .await?;
         tracing::info!("login refused: email locked");
-        Ok(true)
+        Ok(Throttle::Locked)
     }
 
     /// Counts a failed password or code toward the email's lockout and audits it, in one

@@ -7,7 +7,11 @@
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{Accounts, Change, lockout, sessions::SessionTokens};
+use super::{
+    Accounts, Change,
+    lockout::{self, Throttle},
+    sessions::SessionTokens,
+};
 use crate::{
     clock,
     error::AuthError,
@@ -58,7 +62,8 @@ impl Accounts {
         let conn = d.store.conn();
         let user = storage::users::find_user_by_email(conn, &email).await?;
         let subject = user.as_ref().map(|u| u.id.as_str());
-        if self.is_locked(&email, subject, client).await? {
+        let throttle = self.check_throttle(&email, subject, client).await?;
+        if throttle == Throttle::Locked {
             d.metrics.login("locked");
             return Err(AuthError::InvalidCredentials);
         }
@@ -112,7 +117,14 @@ impl Accounts {
             self.store_rehash(change.db(), &user.id, &old, new).await?;
         }
         let tokens = self
-            .start_session(change, user, &email, client, json!({ "mfa": false }))
+            .start_session(
+                change,
+                user,
+                &email,
+                throttle,
+                client,
+                json!({ "mfa": false }),
+            )
             .await?;
         d.metrics.login("success");
         tracing::info!(user_id = %tokens.user.id, session_id = %tokens.session_id, jti = %tokens.access.token_id, "login ok");
@@ -178,13 +190,14 @@ impl Accounts {
         })
     }
 
-    /// Creates a session in `change`, clears the email's failures, audits the login, commits,
-    /// and signs the tokens.
+    /// Creates a session in `change`, clears the email's failures (if `throttle` saw any),
+    /// audits the login, commits, and signs the tokens.
     async fn start_session(
         &self,
         change: Change,
         user: UserRecord,
         email: &str,
+        throttle: Throttle,
         client: &ClientInfo,
         detail: serde_json::Value,
     ) -> Result<SessionTokens, AuthError> {
@@ -198,7 +211,9 @@ impl Accounts {
             client,
         )
         .await?;
-        lockout::clear(change.db(), email).await?;
+        if throttle == Throttle::Counting {
+            lockout::clear(change.db(), email).await?;
+        }
         let record = AuditRecord::new(AuditKind::LoginSucceeded, client)
             .actor(&user.id)
             .subject(&user.id)
@@ -236,10 +251,10 @@ impl Accounts {
             .await?
             .filter(|c| c.used_at.is_none() && c.expires_at > now)
             .ok_or(AuthError::MfaTokenInvalid)?;
-        if self
-            .is_locked(&challenge.email, Some(&challenge.user_id), client)
-            .await?
-        {
+        let throttle = self
+            .check_throttle(&challenge.email, Some(&challenge.user_id), client)
+            .await?;
+        if throttle == Throttle::Locked {
             return Err(AuthError::MfaCodeInvalid);
         }
         let user = storage::users::find_user(conn, &challenge.user_id)
@@ -298,6 +313,7 @@ impl Accounts {
                 change,
                 user,
                 &challenge.email,
+                throttle,
                 client,
                 json!({ "mfa": method }),
             )

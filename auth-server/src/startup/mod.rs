@@ -416,6 +416,7 @@ impl Application {
         if let Err(error) = core.audit_rollup.flush().await {
             tracing::warn!(error.message = %error, "audit counts not written at shutdown");
         }
+        // Also numbers the events staged by calls that finished after the sequencer stopped.
         core.store.close().await;
         tracing::info!("auth-server stopped");
         Ok(result?)

@@ -179,7 +179,7 @@ impl Store {
         if is_sqlite {
             restrict_sqlite_files(url);
         }
-        let (write_lock, events_committed) = process_wide(url, is_sqlite);
+        let (write_lock, signals) = process_wide(url, is_sqlite);
         let observer = Arc::new(std::sync::OnceLock::<DbObserver>::new());
         let callback_observer = Arc::clone(&observer);
         db.set_metric_callback(move |info| {
@@ -196,7 +196,7 @@ impl Store {
             observer,
             url: url.to_owned(),
             write_lock,
-            events_committed,
+            signals,
         })
     }
 

@@ -3,27 +3,21 @@
 //!
 //! # Gap-free sequences
 //!
-//! Sequences are not auto-increment ids. [`append_events`] takes the next number with
-//! `UPDATE event_sequence SET last_sequence = last_sequence + 1 … RETURNING last_sequence`
-//! inside the writing transaction. That statement locks the single counter row until the
-//! transaction ends, so:
+//! `user_events` only ever holds committed events, numbered 1, 2, 3, … without holes, from the
+//! single counter row `event_sequence`; a reader that sees N+1 has already been able to see N.
+//! How a number is taken depends on the backend, behind [`append_events`]:
 //!
-//! - a second writer blocks on the counter until the first has committed (and then reads the
-//!   incremented value) or rolled back (and then reuses the number, since the increment is undone);
-//! - hence sequence N+1 can only commit after N has committed: a reader that sees N+1 has
-//!   already been able to see N, and can never skip an event that "arrives late";
-//! - and a rolled-back transaction leaves no hole.
-//!
-//! On PostgreSQL the writing transaction also sends `NOTIFY auth_user_events`, which the
-//! database delivers to every listening replica on commit (and drops on rollback).
-//!
-//! On MySQL/MariaDB the same statement (with `LAST_INSERT_ID(…)` in place of `RETURNING`) takes
-//! the InnoDB row lock on the counter until commit, with the same consequences. MySQL has no
-//! `NOTIFY`: other replicas find new events by their poll (`--event-poll-ms`, 100 ms there).
-//!
-//! On SQLite the database has one writer at a time anyway (and `Store::begin_write` serializes
-//! writers in process), which gives the same order. Writers take the counter last, just
-//! before commit, so the lock is held for as short a time as possible.
+//! - **PostgreSQL, MySQL/MariaDB**: the writer stages its events (`staged_events`, an
+//!   auto-increment id, no lock shared with other writers), and the sequencer numbers them
+//!   after commit, in batches, under the counter's row lock ([`super::sequencer`]). Writers'
+//!   commits no longer queue behind one counter lock, so the database flushes them together.
+//!   The sequencer's transaction sends `NOTIFY auth_user_events` on PostgreSQL, which the
+//!   database delivers to every listening replica on commit; MySQL has no `NOTIFY`, and other
+//!   replicas find new events by their poll (`--event-poll-ms`, 100 ms there).
+//! - **SQLite**: one writer at a time anyway (`Store::begin_write` serializes writers in
+//!   process), so the writer numbers its events itself, one statement each: the insert takes
+//!   `last_sequence + 1` and a trigger moves the counter. A rolled-back transaction takes its
+//!   numbers back with it.
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -200,38 +194,6 @@ pub struct StoredEvent {
     pub occurred_at: i64,
 }
 
-/// Takes `count` numbers from the counter; returns the last one (the first is
-/// `last - count + 1`).
-async fn next_sequences(conn: &impl ConnectionTrait, count: i64) -> StorageResult<i64> {
-    if conn.get_database_backend() == sea_orm::DbBackend::MySql {
-        // No UPDATE … RETURNING on MySQL: `LAST_INSERT_ID(expr)` hands the new value back in
-        // the statement's own reply (and to this connection only), under the same row lock.
-        let stmt = Statement::from_string(
-            sea_orm::DbBackend::MySql,
-            format!(
-                "UPDATE event_sequence SET last_sequence = LAST_INSERT_ID(last_sequence + {count}) WHERE id = 1"
-            ),
-        );
-        let result = conn.execute_raw(stmt).await?;
-        if result.rows_affected() != 1 {
-            return Err(StorageError::Corrupt("event_sequence has no row".into()));
-        }
-        return i64::try_from(result.last_insert_id())
-            .map_err(|_| StorageError::Corrupt("event sequence out of range".into()));
-    }
-    let stmt = Statement::from_string(
-        conn.get_database_backend(),
-        format!(
-            "UPDATE event_sequence SET last_sequence = last_sequence + {count} WHERE id = 1 RETURNING last_sequence"
-        ),
-    );
-    let row = conn
-        .query_one_raw(stmt)
-        .await?
-        .ok_or_else(|| StorageError::Corrupt("event_sequence has no row".into()))?;
-    Ok(row.try_get_by_index::<i64>(0)?)
-}
-
 impl StoredEvent {
     /// The user, for user events.
     pub fn user(&self) -> Option<&UserRecord> {
@@ -253,13 +215,13 @@ pub struct NewEvent<'a> {
     pub session_id: Option<&'a str>,
 }
 
-/// Appends one user event in the caller's transaction; returns its sequence.
+/// Appends one user event in the caller's transaction.
 pub async fn append_event(
     tx: &WriteTx,
     kind: EventKind,
     user: &UserRecord,
     session_id: Option<&str>,
-) -> StorageResult<i64> {
+) -> StorageResult<()> {
     let subject = EventSubject::User(user.clone());
     let event = NewEvent {
         kind,
@@ -269,44 +231,142 @@ pub async fn append_event(
     append_events(tx, &[event]).await
 }
 
-/// Appends events in order in the caller's transaction, taking the counter once and writing
-/// them with one statement; returns the last sequence (0 if `events` is empty).
-pub async fn append_events(tx: &WriteTx, events: &[NewEvent<'_>]) -> StorageResult<i64> {
+/// Appends events in order in the caller's transaction.
+///
+/// On PostgreSQL and MySQL/MariaDB they are staged (one insert, no lock shared with other
+/// writers) and numbered after commit by the sequencer ([`super::sequencer`]). On SQLite,
+/// which has one writer at a time anyway, they are numbered here from the counter, taken once
+/// for the batch.
+pub async fn append_events(tx: &WriteTx, events: &[NewEvent<'_>]) -> StorageResult<()> {
     let conn = &**tx;
     if events.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
-    let count =
-        i64::try_from(events.len()).map_err(|_| StorageError::Corrupt("too many events".into()))?;
+    let now = now_millis();
     let mut rows = Vec::with_capacity(events.len());
     for event in events {
         let payload = event
             .subject
             .to_json()
             .map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        rows.push((event, payload));
+        rows.push(EventRow {
+            kind: event.kind.as_str().to_owned(),
+            user_id: event.subject.id().to_owned(),
+            session_id: event.session_id.map(str::to_owned),
+            payload,
+            occurred_at: now,
+        });
     }
-    let last = next_sequences(conn, count).await?;
-    let now = now_millis();
+    if conn.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        for row in rows {
+            insert_next_sqlite(conn, row).await?;
+        }
+        tx.mark_sequenced();
+    } else {
+        stage(conn, rows).await?;
+        tx.mark_staged();
+    }
+    Ok(())
+}
+
+/// SQLite: one statement per event takes the next sequence from the counter and inserts the
+/// event; the `user_events_take_sequence` trigger (migration 10) moves the counter in the same
+/// statement. The writer holds SQLite's only write lock, so nobody can take the same number.
+async fn insert_next_sqlite(conn: &impl ConnectionTrait, row: EventRow) -> StorageResult<()> {
+    let stmt = Statement::from_sql_and_values(
+        sea_orm::DbBackend::Sqlite,
+        "INSERT INTO user_events (sequence, kind, user_id, session_id, payload, occurred_at) \
+         SELECT last_sequence + 1, ?, ?, ?, ?, ? FROM event_sequence WHERE id = 1",
+        [
+            row.kind.into(),
+            row.user_id.into(),
+            row.session_id.into(),
+            row.payload.into(),
+            row.occurred_at.into(),
+        ],
+    );
+    if conn.execute_raw(stmt).await?.rows_affected() != 1 {
+        return Err(StorageError::Corrupt("event_sequence has no row".into()));
+    }
+    Ok(())
+}
+
+/// `staged_events`: events committed by their writers and not yet numbered.
+pub(crate) mod staged_events {
+    use sea_orm::entity::prelude::*;
+
+    /// One staged event.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "staged_events")]
+    pub struct Model {
+        /// Auto-increment id: the order in which writers staged them.
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        /// Event kind name.
+        pub kind: String,
+        /// The subject's id.
+        pub user_id: String,
+        /// The revoked session or the API key.
+        pub session_id: Option<String>,
+        /// JSON of the subject's state after the change.
+        pub payload: String,
+        /// The writer's commit time.
+        pub occurred_at: i64,
+    }
+
+    /// No relations are navigated through the ORM.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Stages `rows` in the writer's transaction: one insert.
+pub(crate) async fn stage(conn: &impl ConnectionTrait, rows: Vec<EventRow>) -> StorageResult<()> {
+    use sea_orm::ActiveValue::{NotSet, Set};
+    let models = rows.into_iter().map(|row| staged_events::ActiveModel {
+        id: NotSet,
+        kind: Set(row.kind),
+        user_id: Set(row.user_id),
+        session_id: Set(row.session_id),
+        payload: Set(row.payload),
+        occurred_at: Set(row.occurred_at),
+    });
+    staged_events::Entity::insert_many(models)
+        .exec_without_returning(conn)
+        .await?;
+    Ok(())
+}
+
+/// An event row before it has its sequence.
+#[derive(Debug, Clone)]
+pub(crate) struct EventRow {
+    pub kind: String,
+    pub user_id: String,
+    pub session_id: Option<String>,
+    pub payload: String,
+    pub occurred_at: i64,
+}
+
+/// Writes `rows` to `user_events` numbered from `first` on.
+pub(crate) async fn insert_sequenced(
+    conn: &impl ConnectionTrait,
+    rows: Vec<EventRow>,
+    first: i64,
+) -> StorageResult<()> {
     let models = rows
         .into_iter()
-        .zip(last - count + 1..)
-        .map(|((event, payload), sequence)| user_events::ActiveModel {
+        .zip(first..)
+        .map(|(row, sequence)| user_events::ActiveModel {
             sequence: Set(sequence),
-            kind: Set(event.kind.as_str().to_owned()),
-            user_id: Set(event.subject.id().to_owned()),
-            session_id: Set(event.session_id.map(str::to_owned)),
-            payload: Set(payload),
-            occurred_at: Set(now),
+            kind: Set(row.kind),
+            user_id: Set(row.user_id),
+            session_id: Set(row.session_id),
+            payload: Set(row.payload),
+            occurred_at: Set(row.occurred_at),
         });
     user_events::Entity::insert_many(models).exec(conn).await?;
-    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        // Delivered to every LISTENing replica at commit; several in one transaction fold into one.
-        conn.execute_unprepared(&format!("NOTIFY {NOTIFY_CHANNEL}"))
-            .await?;
-    }
-    tx.mark_events();
-    Ok(last)
+    Ok(())
 }
 
 /// The sequence of the newest committed event (0 if none).

@@ -27,6 +27,7 @@ pub mod organizations;
 mod pool;
 pub mod resets;
 pub mod retention;
+pub mod sequencer;
 pub mod sessions;
 pub mod throttle;
 pub mod users;
@@ -37,7 +38,7 @@ use std::{
     ops::Deref,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
     time::Duration,
 };
@@ -95,7 +96,7 @@ pub struct Store {
     /// The URL, for the dedicated connection that holds the migration lock.
     url: String,
     write_lock: Option<Arc<Mutex<()>>>,
-    events_committed: CommitSignal,
+    signals: EventSignals,
 }
 
 impl std::fmt::Debug for Store {
@@ -106,13 +107,27 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The process-wide wake-ups of one database: "sequenced events were committed" (the event
+/// tailers read them) and "events were staged" (the sequencer moves them).
+#[derive(Debug, Clone)]
+pub(crate) struct EventSignals {
+    committed: CommitSignal,
+    staged: CommitSignal,
+}
+
+/// What a write transaction did to the outbox.
+const NO_EVENTS: u8 = 0;
+const STAGED_EVENTS: u8 = 1;
+const SEQUENCED_EVENTS: u8 = 2;
+
 /// A write transaction (plus, on SQLite, the in-process writer lock until it ends). Knows
-/// whether it appended events, and wakes the event tailer when it commits them.
+/// whether it appended events, and when it commits them wakes the event tailers (sequenced
+/// events) or the sequencer (staged events).
 pub struct WriteTx {
     tx: DatabaseTransaction,
     _guard: Option<OwnedMutexGuard<()>>,
-    has_events: AtomicBool,
-    events_committed: CommitSignal,
+    events: AtomicU8,
+    signals: EventSignals,
 }
 
 impl Deref for WriteTx {
@@ -124,35 +139,61 @@ impl Deref for WriteTx {
 }
 
 impl WriteTx {
-    /// Commits the transaction; if it appended events, wakes this process's event tailer.
+    /// Commits the transaction; if it appended events, wakes this process's event tailers
+    /// (sequenced events) or its sequencer (staged events).
     pub async fn commit(self) -> StorageResult<()> {
-        let has_events = self.has_events.load(Ordering::Relaxed);
-        let signal = self.events_committed.clone();
+        let events = self.events.load(Ordering::Relaxed);
+        let signals = self.signals.clone();
         self.tx.commit().await?;
-        if has_events {
-            signal.notify();
+        match events {
+            STAGED_EVENTS => signals.staged.notify(),
+            SEQUENCED_EVENTS => signals.committed.notify(),
+            _ => {}
         }
         Ok(())
     }
 
-    pub(crate) fn mark_events(&self) {
-        self.has_events.store(true, Ordering::Relaxed);
+    /// Rolls the transaction back now (dropping it also rolls back, but only when its pooled
+    /// connection is next used: until then its locks stay held).
+    pub async fn rollback(self) -> StorageResult<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
+    /// Records that this transaction wrote sequenced events (`user_events` rows).
+    pub(crate) fn mark_sequenced(&self) {
+        self.events.store(SEQUENCED_EVENTS, Ordering::Relaxed);
+    }
+
+    /// Records that this transaction staged events (`staged_events` rows).
+    pub(crate) fn mark_staged(&self) {
+        // Never downgrade: sequenced events must wake the tailers.
+        let _ = self.events.compare_exchange(
+            NO_EVENTS,
+            STAGED_EVENTS,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 }
 
 /// Per database URL, the SQLite writer lock and the "events committed" signal are shared by
 /// every `Store` of this process (a server, a CLI command or a test opening its own pool), so
 /// writers still queue in process and every commit wakes the event tailer at once.
-fn process_wide(url: &str, is_sqlite: bool) -> (Option<Arc<Mutex<()>>>, CommitSignal) {
-    type Shared = (Arc<Mutex<()>>, CommitSignal);
+fn process_wide(url: &str, is_sqlite: bool) -> (Option<Arc<Mutex<()>>>, EventSignals) {
+    type Shared = (Arc<Mutex<()>>, EventSignals);
     static SHARED: std::sync::LazyLock<
         std::sync::Mutex<std::collections::HashMap<String, Shared>>,
     > = std::sync::LazyLock::new(Default::default);
     let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    let (lock, signal) = shared
-        .entry(url.to_owned())
-        .or_insert_with(|| (Arc::new(Mutex::new(())), CommitSignal::new()));
-    (is_sqlite.then(|| Arc::clone(lock)), signal.clone())
+    let (lock, signals) = shared.entry(url.to_owned()).or_insert_with(|| {
+        let signals = EventSignals {
+            committed: CommitSignal::new(),
+            staged: CommitSignal::new(),
+        };
+        (Arc::new(Mutex::new(())), signals)
+    });
+    (is_sqlite.then(|| Arc::clone(lock)), signals.clone())
 }
 
 /// "Events were committed": a counter every waiter sees move. Unlike a `Notify` permit, which
@@ -287,8 +328,8 @@ impl Store {
         Ok(WriteTx {
             tx,
             _guard: guard,
-            has_events: AtomicBool::new(false),
-            events_committed: self.events_committed.clone(),
+            events: AtomicU8::new(NO_EVENTS),
+            signals: self.signals.clone(),
         })
     }
 
@@ -311,9 +352,20 @@ impl Store {
         Ok(tx)
     }
 
-    /// Signalled after every commit that appended events in this process.
+    /// Signalled after every commit of sequenced events in this process.
     pub fn events_committed(&self) -> CommitSignal {
-        self.events_committed.clone()
+        self.signals.committed.clone()
+    }
+
+    /// Signalled after every commit of staged events in this process (the sequencer's wake-up).
+    pub fn events_staged(&self) -> CommitSignal {
+        self.signals.staged.clone()
+    }
+
+    /// Whether writers stage their events for the sequencer (PostgreSQL, MySQL/MariaDB) rather
+    /// than numbering them in their own transaction (SQLite, which has one writer anyway).
+    pub fn stages_events(&self) -> bool {
+        self.backend() != DbBackend::Sqlite
     }
 
     /// Connections in the pool and how many of them are idle.
@@ -350,8 +402,13 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pool.
+    /// Numbers the events still staged (so that a command which wrote events and exits leaves
+    /// none for a server's poll to find), then closes the pool. A failure to number them only
+    /// delays them: every server numbers staged events at start and on its poll.
     pub async fn close(self) {
+        if let Err(error) = sequencer::drain(&self).await {
+            tracing::warn!(error.message = %error, "staged events not numbered before closing; a server numbers them");
+        }
         let _ = self.db.close().await;
     }
 }

@@ -81,6 +81,10 @@ async fn account_life_register_login_validate_refresh_change_password_logout(db:
 
     // The outbox holds the changes in gap-free order, in the same transactions.
     let store = app.store().await;
+    // Staged events count too: number them first.
+    auth_server::storage::sequencer::drain(&store)
+        .await
+        .expect("sequence staged events");
     let events = find_events_after(store.conn(), 0, 100)
         .await
         .expect("events");

@@ -47,6 +47,10 @@ async fn malformed_registrations_are_invalid_argument_and_write_nothing(db: Db) 
         );
     }
     let store = app.store().await;
+    // Staged events count too: number them first.
+    auth_server::storage::sequencer::drain(&store)
+        .await
+        .expect("sequence staged events");
     let events = auth_server::storage::events::find_events_after(store.conn(), 0, 10)
         .await
         .expect("events");

@@ -152,7 +152,7 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    const ALL: [&str; 9] = [
+    const ALL: [&str; 10] = [
         "m20261126_000001_core",
         "m20261126_000002_protection",
         "m20261126_000003_signing_keys",
@@ -162,6 +162,7 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         "m20261130_000007_last_login",
         "m20261130_000008_email_verifications",
         "m20261201_000009_lifecycle",
+        "m20261202_000010_staged_events",
     ];
     let now = status(&app);
     assert!(
@@ -176,11 +177,11 @@ async fn migrate_down_and_up_round_trips_the_schema(db: Db) {
         String::from_utf8_lossy(&out.stderr)
     );
     let now = status(&app);
+    assert!(now.contains("applied m20261201_000009_lifecycle"), "{now}");
     assert!(
-        now.contains("applied m20261130_000008_email_verifications"),
+        now.contains("pending m20261202_000010_staged_events"),
         "{now}"
     );
-    assert!(now.contains("pending m20261201_000009_lifecycle"), "{now}");
     let out = auth_server(&app, &["migrate", "down", "--steps", "10"], "");
     assert!(
         out.status.success(),

@@ -408,9 +408,12 @@ impl TestApp {
         Ok(self.client.clone().user_events(request).await?.into_inner())
     }
 
-    /// The newest event sequence in the database.
+    /// The newest event sequence in the database, once every committed event is numbered.
     pub async fn head(&self) -> u64 {
         let store = self.store().await;
+        auth_server::storage::sequencer::drain(&store)
+            .await
+            .expect("sequence staged events");
         let head = auth_server::storage::events::find_head_sequence(store.conn())
             .await
             .expect("head");

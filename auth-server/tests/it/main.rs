@@ -24,6 +24,7 @@ mod mfa;
 mod ops;
 mod organizations;
 mod otel;
+mod outbox;
 mod overload;
 mod protection;
 mod reflection;

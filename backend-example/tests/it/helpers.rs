@@ -207,6 +207,9 @@ pub async fn auth_head(auth: &Server) -> u64 {
     let store = auth_server::storage::Store::connect(&auth.settings.database_url, 1)
         .await
         .expect("store");
+    auth_server::storage::sequencer::drain(&store)
+        .await
+        .expect("sequence staged events");
     let head = auth_server::storage::events::find_head_sequence(store.conn())
         .await
         .expect("head");

@@ -1,0 +1,175 @@
+//! The staged outbox and its sequencer: writers on two replicas with subscribers on both, an
+//! aborted writer, and events staged by a replica that stopped before numbering them.
+
+use std::{collections::HashMap, time::Duration};
+
+use auth_proto::pb;
+use auth_server::{
+    storage::{EventKind, Store, events::append_event, users},
+    testkit,
+};
+use futures::future::join_all;
+
+use crate::{every_backend, helpers::*};
+
+every_backend!(an_aborted_writer_leaves_no_hole);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_on_two_replicas_never_leave_a_gap_on_either_postgres() {
+    writers_on_two_replicas_never_leave_a_gap_on_either(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_on_two_replicas_never_leave_a_gap_on_either_mysql() {
+    writers_on_two_replicas_never_leave_a_gap_on_either(Db::Mysql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_staged_by_a_stopped_replica_are_numbered_by_another_postgres() {
+    events_staged_by_a_stopped_replica_are_numbered_by_another(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_staged_by_a_stopped_replica_are_numbered_by_another_mysql() {
+    events_staged_by_a_stopped_replica_are_numbered_by_another(Db::Mysql).await;
+}
+
+/// 16 writers, half of them on each of two replicas (each replica numbers its own writers'
+/// events, so two sequencers race for the counter), and two subscribers on each replica:
+/// every subscriber sees every sequence exactly once and in order, and each user's last event
+/// carries the user's state in the database.
+async fn writers_on_two_replicas_never_leave_a_gap_on_either(db: Db) {
+    const WRITERS: usize = 16;
+    const ROUNDS: usize = 40;
+    let a = spawn_app_with(db, |s| s.db_pool.max_connections = 16).await;
+    let b = a.spawn_detached_replica().await;
+    let token = a
+        .token_with_roles("feed@example.com", &["events.subscriber"])
+        .await;
+    let start = a.head().await;
+    let mut subscribers = Vec::new();
+    for replica in [&a, &a, &b, &b] {
+        subscribers.push(replica.subscribe(&token, start).await.expect("subscribe"));
+    }
+    let last = start + (WRITERS * (ROUNDS + 1)) as u64;
+    let writers = (0..WRITERS).map(|w| {
+        let replica = if w % 2 == 0 { &a } else { &b };
+        async move {
+            let email = format!("writer{w}@example.com");
+            replica.register(&email, PASSWORD).await.expect("register");
+            for _ in 0..ROUNDS {
+                // One SessionRevoked event per round.
+                let s = replica.login(&email, PASSWORD).await.expect("login");
+                replica.logout(&s.access_token).await.expect("logout");
+            }
+        }
+    });
+    let readers = subscribers
+        .iter_mut()
+        .map(|stream| async move { events_until(stream, last).await });
+    let ((), seen) = tokio::join!(
+        async {
+            join_all(writers).await;
+        },
+        join_all(readers)
+    );
+    assert_eq!(a.head().await, last);
+    let store = a.store().await;
+    for events in seen {
+        let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+        assert_eq!(
+            sequences,
+            (start + 1..=last).collect::<Vec<_>>(),
+            "a subscriber saw a gap, a repeat or disorder"
+        );
+        let mut last_state: HashMap<String, pb::User> = HashMap::new();
+        for event in events {
+            let user = event.user.expect("user");
+            last_state.insert(user.id.clone(), user);
+        }
+        assert_eq!(last_state.len(), WRITERS);
+        for (id, user) in last_state {
+            let db_user = users::find_user(store.conn(), &id)
+                .await
+                .expect("query")
+                .expect("user");
+            assert_eq!(user.version, db_user.version as u64, "{}", user.email);
+        }
+    }
+    store.close().await;
+}
+
+/// A writer whose transaction rolls back after appending its event leaves no hole: the next
+/// committed event is the next sequence, and subscribers receive it at once.
+async fn an_aborted_writer_leaves_no_hole(db: Db) {
+    let app = spawn_app(db).await;
+    let token = app
+        .token_with_roles("feed@example.com", &["events.subscriber"])
+        .await;
+    let user = app
+        .register("aborted@example.com", PASSWORD)
+        .await
+        .expect("register");
+    let start = app.head().await;
+    let mut stream = app.subscribe(&token, start).await.expect("subscribe");
+
+    let store = app.store().await;
+    let tx = store.begin_write().await.expect("begin");
+    let changed = users::update_display_name(&*tx, &user.id, "never committed")
+        .await
+        .expect("update")
+        .expect("user");
+    append_event(&tx, EventKind::UserUpdated, &changed, None)
+        .await
+        .expect("append");
+    drop(tx);
+
+    app.register("after@example.com", PASSWORD)
+        .await
+        .expect("register");
+    let event = next_event(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(event.sequence, start + 1, "the aborted event left a hole");
+    assert_eq!(
+        event.user.map(|u| u.email).as_deref(),
+        Some("after@example.com")
+    );
+    assert_eq!(app.head().await, start + 1);
+    store.close().await;
+}
+
+/// A replica that staged events and stopped before numbering them (here: a pool with no
+/// sequencer, never closed): another replica's sequencer numbers them on its poll.
+async fn events_staged_by_a_stopped_replica_are_numbered_by_another(db: Db) {
+    let app = spawn_app(db).await;
+    let token = app
+        .token_with_roles("feed@example.com", &["events.subscriber"])
+        .await;
+    let user = app
+        .register("orphan@example.com", PASSWORD)
+        .await
+        .expect("register");
+    let start = app.head().await;
+    let mut stream = app.subscribe(&token, start).await.expect("subscribe");
+
+    let stopped = Store::connect(&testkit::detached_url(&app.db.url), 1)
+        .await
+        .expect("store");
+    let tx = stopped.begin_write().await.expect("begin");
+    let changed = users::update_display_name(&*tx, &user.id, "staged by a stopped replica")
+        .await
+        .expect("update")
+        .expect("user");
+    append_event(&tx, EventKind::UserUpdated, &changed, None)
+        .await
+        .expect("append");
+    tx.commit().await.expect("commit");
+    // No close: closing would number them.
+    drop(stopped);
+
+    let event = next_event(&mut stream, Duration::from_secs(3)).await;
+    assert_eq!(event.sequence, start + 1);
+    assert_eq!(
+        event.user.map(|u| u.display_name).as_deref(),
+        Some("staged by a stopped replica")
+    );
+}
