@@ -15,9 +15,9 @@
 //!   database delivers to every listening replica on commit; MySQL has no `NOTIFY`, and other
 //!   replicas find new events by their poll (`--event-poll-ms`, 100 ms there).
 //! - **SQLite**: one writer at a time anyway (`Store::begin_write` serializes writers in
-//!   process), so the writer numbers its events itself, one statement each: the insert takes
-//!   `last_sequence + 1` and a trigger moves the counter. A rolled-back transaction takes its
-//!   numbers back with it.
+//!   process), so the writer numbers its events itself: a single event in one statement (the
+//!   insert takes `last_sequence + 1` and a trigger moves the counter), a batch with one counter
+//!   update and one insert. A rolled-back transaction takes its numbers back with it.
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -258,8 +258,26 @@ pub async fn append_events(tx: &WriteTx, events: &[NewEvent<'_>]) -> StorageResu
         });
     }
     if conn.get_database_backend() == sea_orm::DbBackend::Sqlite {
-        for row in rows {
-            insert_next_sqlite(conn, row).await?;
+        match <[EventRow; 1]>::try_from(rows) {
+            Ok([row]) => insert_next_sqlite(conn, row).await?,
+            Err(rows) => {
+                // A batch (an import, an organization's deletion): take its numbers at once.
+                let count = i64::try_from(rows.len())
+                    .map_err(|_| StorageError::Corrupt("too many events".into()))?;
+                let stmt = Statement::from_string(
+                    sea_orm::DbBackend::Sqlite,
+                    format!(
+                        "UPDATE event_sequence SET last_sequence = last_sequence + {count} \
+                     WHERE id = 1 RETURNING last_sequence"
+                    ),
+                );
+                let last = conn
+                    .query_one_raw(stmt)
+                    .await?
+                    .ok_or_else(|| StorageError::Corrupt("event_sequence has no row".into()))?
+                    .try_get_by_index::<i64>(0)?;
+                insert_sequenced(conn, rows, last - count + 1).await?;
+            }
         }
         tx.mark_sequenced();
     } else {
