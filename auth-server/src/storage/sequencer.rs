@@ -28,8 +28,8 @@
 //!
 //! Every server runs a sequencer, woken by its own writers' commits and polling (as often as
 //! the event tailer polls: `--event-poll-ms`) for rows staged by a replica that stopped before
-//! numbering them. Its transaction
-//! sends `NOTIFY auth_user_events` on PostgreSQL, which wakes every replica's tailer.
+//! numbering them. Its transaction sends `NOTIFY auth_user_events` on PostgreSQL, which wakes
+//! every replica's tailer.
 
 use std::time::Duration;
 
