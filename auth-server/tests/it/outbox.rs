@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 
 use auth_proto::pb;
 use auth_server::{
-    storage::{EventKind, Store, events::append_event, users},
+    storage::{EventKind, Store, WriteTx, events::append_event, users},
     testkit,
 };
 use futures::future::join_all;
@@ -103,26 +103,10 @@ async fn writers_on_two_replicas_never_leave_a_gap_on_either(db: Db) {
 /// committed event is the next sequence, and subscribers receive it at once.
 async fn an_aborted_writer_leaves_no_hole(db: Db) {
     let app = spawn_app(db).await;
-    let token = app
-        .token_with_roles("feed@example.com", &["events.subscriber"])
-        .await;
-    let user = app
-        .register("aborted@example.com", PASSWORD)
-        .await
-        .expect("register");
-    let start = app.head().await;
-    let mut stream = app.subscribe(&token, start).await.expect("subscribe");
+    let (user, start, mut stream) = user_and_stream(&app, "aborted@example.com").await;
 
     let store = app.store().await;
-    let tx = store.begin_write().await.expect("begin");
-    let changed = users::update_display_name(&*tx, &user.id, "never committed")
-        .await
-        .expect("update")
-        .expect("user");
-    append_event(&tx, EventKind::UserUpdated, &changed, None)
-        .await
-        .expect("append");
-    drop(tx);
+    drop(rename_with_event(&store, &user.id, "never committed").await);
 
     app.register("after@example.com", PASSWORD)
         .await
@@ -141,28 +125,16 @@ async fn an_aborted_writer_leaves_no_hole(db: Db) {
 /// sequencer, never closed): another replica's sequencer numbers them on its poll.
 async fn events_staged_by_a_stopped_replica_are_numbered_by_another(db: Db) {
     let app = spawn_app(db).await;
-    let token = app
-        .token_with_roles("feed@example.com", &["events.subscriber"])
-        .await;
-    let user = app
-        .register("orphan@example.com", PASSWORD)
-        .await
-        .expect("register");
-    let start = app.head().await;
-    let mut stream = app.subscribe(&token, start).await.expect("subscribe");
+    let (user, start, mut stream) = user_and_stream(&app, "orphan@example.com").await;
 
     let stopped = Store::connect(&testkit::detached_url(&app.db.url), 1)
         .await
         .expect("store");
-    let tx = stopped.begin_write().await.expect("begin");
-    let changed = users::update_display_name(&*tx, &user.id, "staged by a stopped replica")
+    rename_with_event(&stopped, &user.id, "staged by a stopped replica")
         .await
-        .expect("update")
-        .expect("user");
-    append_event(&tx, EventKind::UserUpdated, &changed, None)
+        .commit()
         .await
-        .expect("append");
-    tx.commit().await.expect("commit");
+        .expect("commit");
     // No close: closing would number them.
     drop(stopped);
 
@@ -172,4 +144,31 @@ async fn events_staged_by_a_stopped_replica_are_numbered_by_another(db: Db) {
         event.user.map(|u| u.display_name).as_deref(),
         Some("staged by a stopped replica")
     );
+}
+
+/// A registered user, the head after it, and a subscriber's stream from there.
+async fn user_and_stream(
+    app: &TestApp,
+    email: &str,
+) -> (pb::User, u64, tonic::Streaming<pb::UserEventsResponse>) {
+    let token = app
+        .token_with_roles("feed@example.com", &["events.subscriber"])
+        .await;
+    let user = app.register(email, PASSWORD).await.expect("register");
+    let start = app.head().await;
+    let stream = app.subscribe(&token, start).await.expect("subscribe");
+    (user, start, stream)
+}
+
+/// An open write transaction that renamed the user and appended its `UserUpdated` event.
+async fn rename_with_event(store: &Store, user_id: &str, name: &str) -> WriteTx {
+    let tx = store.begin_write().await.expect("begin");
+    let changed = users::update_display_name(&*tx, user_id, name)
+        .await
+        .expect("update")
+        .expect("user");
+    append_event(&tx, EventKind::UserUpdated, &changed, None)
+        .await
+        .expect("append");
+    tx
 }
