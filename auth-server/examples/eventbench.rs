@@ -30,7 +30,10 @@ use auth_server::{
     domain::{NewAccount, create_account},
     passwords::HashingSettings,
     passwords::{HashPool, Password},
-    storage::{EventKind, Store, events::append_event, sequencer, users},
+    storage::{
+        EventKind, EventSubject, StorageError, Store, UserRecord, WriteTx, events::NewEvent,
+        sequencer, users,
+    },
     testkit::{self, TestDatabase},
 };
 use clap::Parser;
@@ -74,6 +77,18 @@ async fn database_url(backend: &str, dir: &std::path::Path) -> anyhow::Result<St
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("bench.db").display())))
 }
 
+/// Commits a change with its `UserUpdated` event, as the server's changes do
+/// (`domain::change`: the events go with the commit).
+async fn commit_with_event(tx: WriteTx, user: UserRecord) -> Result<(), StorageError> {
+    let subject = EventSubject::User(user);
+    let event = NewEvent {
+        kind: EventKind::UserUpdated,
+        subject: &subject,
+        session_id: None,
+    };
+    tx.commit_with_events(&[event]).await
+}
+
 /// `writers` tasks each change their own user as fast as they can for `duration`.
 async fn changes_per_second(
     store: &Store,
@@ -103,11 +118,10 @@ async fn changes_per_second(
                     .expect("update")
                     .expect("user");
                 if outbox {
-                    append_event(&tx, EventKind::UserUpdated, &user, None)
-                        .await
-                        .expect("append");
+                    commit_with_event(tx, user).await.expect("commit");
+                } else {
+                    tx.commit().await.expect("commit");
                 }
-                tx.commit().await.expect("commit");
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -204,8 +218,7 @@ async fn main() -> anyhow::Result<()> {
         let user = users::update_display_name(&*tx, &user_ids[1], &format!("latency {i}"))
             .await?
             .expect("user");
-        append_event(&tx, EventKind::UserUpdated, &user, None).await?;
-        tx.commit().await?;
+        commit_with_event(tx, user).await?;
         let committed = Instant::now();
         let event = stream
             .message()
@@ -358,8 +371,7 @@ async fn two_replicas(
                 let user = users::update_display_name(&*tx, &id, "replicated")
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("user gone"))?;
-                append_event(&tx, EventKind::UserUpdated, &user, None).await?;
-                tx.commit().await?;
+                commit_with_event(tx, user).await?;
             }
             anyhow::Ok(())
         }));

@@ -134,8 +134,9 @@ impl Change {
         Ok(())
     }
 
-    /// Appends the pending events (taking the event counter last), commits, and applies the
-    /// revocations to the in-memory set.
+    /// Appends the pending events (taking the event counter last) and commits, both in one call
+    /// on SQLite ([`storage::WriteTx::commit_with_events`]), then applies the revocations to the
+    /// in-memory set.
     pub async fn commit(self) -> Result<Committed, AuthError> {
         let Self {
             tx,
@@ -151,8 +152,7 @@ impl Change {
                 session_id: e.session_id.as_deref(),
             })
             .collect();
-        storage::events::append_events(&tx, &batch).await?;
-        tx.commit().await?;
+        tx.commit_with_events(&batch).await?;
         revocations.revoke_all(revoked.iter().cloned());
         Ok(Committed { revoked })
     }

@@ -87,6 +87,9 @@ fn operation_of(sql: &str) -> &'static str {
     "other"
 }
 
+/// How long [`Store::close`] waits for connections still in use.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// The database handle shared by the whole server. `Debug` shows the backend only (the URL
 /// may hold a password).
 #[derive(Clone)]
@@ -113,6 +116,18 @@ impl std::fmt::Debug for Store {
 pub(crate) struct EventSignals {
     committed: CommitSignal,
     staged: CommitSignal,
+}
+
+impl EventSignals {
+    /// Wakes whoever reads what a committed transaction did to the outbox: the event tailers
+    /// (sequenced events) or the sequencer (staged events).
+    fn wake(&self, events: u8) {
+        match events {
+            STAGED_EVENTS => self.staged.notify(),
+            SEQUENCED_EVENTS => self.committed.notify(),
+            _ => {}
+        }
+    }
 }
 
 /// What a write transaction did to the outbox.
@@ -142,15 +157,30 @@ impl WriteTx {
     /// Commits the transaction; if it appended events, wakes this process's event tailers
     /// (sequenced events) or its sequencer (staged events).
     pub async fn commit(self) -> StorageResult<()> {
-        let events = self.events.load(Ordering::Relaxed);
-        let signals = self.signals.clone();
-        self.tx.commit().await?;
-        match events {
-            STAGED_EVENTS => signals.staged.notify(),
-            SEQUENCED_EVENTS => signals.committed.notify(),
-            _ => {}
-        }
+        let Self {
+            tx,
+            _guard,
+            events,
+            signals,
+        } = self;
+        tx.commit().await?;
+        drop(_guard);
+        signals.wake(events.into_inner());
         Ok(())
+    }
+
+    /// For a transaction whose `COMMIT` ran as a statement (SQLite, [`Self::commit_with_events`]):
+    /// drops the now empty transaction, releases the writer lock and wakes as `commit` does.
+    fn committed(self) {
+        let Self {
+            tx,
+            _guard,
+            events,
+            signals,
+        } = self;
+        drop(tx);
+        drop(_guard);
+        signals.wake(events.into_inner());
     }
 
     /// Rolls the transaction back now (dropping it also rolls back, but only when its pooled
@@ -405,10 +435,23 @@ impl Store {
     /// Numbers the events still staged (so that a command which wrote events and exits leaves
     /// none for a server's poll to find), then closes the pool. A failure to number them only
     /// delays them: every server numbers staged events at start and on its poll.
+    ///
+    /// Closing waits for every checked-out connection, at most [`CLOSE_WAIT`]: a connection
+    /// whose query was cancelled mid-flight (a task stopped at shutdown) can stay checked out
+    /// for good while the driver waits for an answer the server never sends (seen with MariaDB:
+    /// a test's server stop hung for 19 minutes), and shutting down must not hang on it.
     pub async fn close(self) {
         if let Err(error) = sequencer::drain(&self).await {
             tracing::warn!(error.message = %error, "staged events not numbered before closing; a server numbers them");
         }
-        let _ = self.db.close().await;
+        if tokio::time::timeout(CLOSE_WAIT, self.db.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                wait_secs = CLOSE_WAIT.as_secs(),
+                "database connections still in use at close; leaving them to the process exit"
+            );
+        }
     }
 }

@@ -1,18 +1,26 @@
 //! The staged outbox and its sequencer: writers on two replicas with subscribers on both, an
-//! aborted writer, and events staged by a replica that stopped before numbering them.
+//! aborted writer, an event refused at commit, and events staged by a replica that stopped
+//! before numbering them.
 
 use std::{collections::HashMap, time::Duration};
 
 use auth_proto::pb;
 use auth_server::{
-    storage::{EventKind, Store, WriteTx, events::append_event, users},
+    storage::{
+        EventKind, EventSubject, Store, WriteTx,
+        events::{NewEvent, append_event},
+        users,
+    },
     testkit,
 };
 use futures::future::join_all;
+use sea_orm::ConnectionTrait;
 
 use crate::{every_backend, helpers::*};
 
 every_backend!(an_aborted_writer_leaves_no_hole);
+every_backend!(an_event_refused_at_commit_takes_its_change_with_it);
+every_backend!(closing_a_store_does_not_wait_forever_on_a_busy_connection);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_on_two_replicas_never_leave_a_gap_on_either_postgres() {
@@ -119,6 +127,110 @@ async fn an_aborted_writer_leaves_no_hole(db: Db) {
     );
     assert_eq!(app.head().await, start + 1);
     store.close().await;
+}
+
+/// When the database refuses a change's event at commit (here a test trigger), the change is
+/// not committed either and the writer's connection is fine afterwards: on SQLite the events
+/// ride in the commit's own call (`INSERT …; COMMIT; BEGIN`), so this checks that a failed
+/// insert stops before the `COMMIT`, and that the same connection then commits, twice.
+async fn an_event_refused_at_commit_takes_its_change_with_it(db: Db) {
+    let app = spawn_app(db).await;
+    let (user, start, mut stream) = user_and_stream(&app, "refused@example.com").await;
+    // One connection: every transaction below reuses the one that failed.
+    let store = Store::connect(&testkit::detached_url(&app.db.url), 1)
+        .await
+        .expect("store");
+    let refuse = match db {
+        Db::Sqlite => vec![
+            "CREATE TRIGGER refuse_event BEFORE INSERT ON user_events \
+             WHEN NEW.payload LIKE '%refused name%' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        ],
+        Db::Postgres => vec![
+            "CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.payload LIKE '%refused name%' THEN RAISE EXCEPTION 'refused by the test'; \
+             END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_event BEFORE INSERT ON staged_events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_event()",
+        ],
+        Db::Mysql => vec![
+            "CREATE TRIGGER refuse_event BEFORE INSERT ON staged_events FOR EACH ROW \
+             BEGIN IF NEW.payload LIKE '%refused name%' THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test'; END IF; END",
+        ],
+    };
+    for sql in refuse {
+        store.conn().execute_unprepared(sql).await.expect("trigger");
+    }
+
+    let refused = rename_and_commit(&store, &user.id, "refused name").await;
+    assert!(refused.is_err(), "the refused event must fail the commit");
+    let kept = users::find_user(store.conn(), &user.id)
+        .await
+        .expect("read")
+        .expect("user");
+    assert_eq!(
+        kept.display_name, "",
+        "the change went in without its event"
+    );
+    assert_eq!(kept.version, 1);
+
+    for (n, name) in ["first after", "second after"].into_iter().enumerate() {
+        rename_and_commit(&store, &user.id, name)
+            .await
+            .expect("commit on the same connection");
+        let event = next_event(&mut stream, Duration::from_secs(5)).await;
+        assert_eq!(event.sequence, start + 1 + n as u64);
+        let changed = event.user.expect("user");
+        assert_eq!(changed.display_name, name);
+        assert_eq!(changed.version, 2 + n as u64);
+    }
+    assert_eq!(app.head().await, start + 2);
+    store.close().await;
+}
+
+/// A connection that is never given back (here an open transaction; at shutdown, one whose
+/// query was cancelled mid-flight) does not make closing the store hang: `close` gives up
+/// waiting after `CLOSE_WAIT`.
+async fn closing_a_store_does_not_wait_forever_on_a_busy_connection(db: Db) {
+    let app = spawn_app(db).await;
+    let store = Store::connect(&testkit::detached_url(&app.db.url), 2)
+        .await
+        .expect("store");
+    let held = store.begin_snapshot().await.expect("begin");
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(
+        auth_server::storage::CLOSE_WAIT + Duration::from_secs(10),
+        store.close(),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "close still waiting after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() >= auth_server::storage::CLOSE_WAIT);
+    drop(held);
+}
+
+/// Renames the user and commits the change with its `UserUpdated` event, as the server's
+/// changes do.
+async fn rename_and_commit(
+    store: &Store,
+    user_id: &str,
+    name: &str,
+) -> auth_server::storage::StorageResult<()> {
+    let tx = store.begin_write().await?;
+    let changed = users::update_display_name(&*tx, user_id, name)
+        .await?
+        .expect("user");
+    let subject = EventSubject::User(changed);
+    let event = NewEvent {
+        kind: EventKind::UserUpdated,
+        subject: &subject,
+        session_id: None,
+    };
+    tx.commit_with_events(&[event]).await
 }
 
 /// A replica that staged events and stopped before numbering them (here: a pool with no
