@@ -341,16 +341,19 @@ impl WriteTx {
             values.extend(row.into_values());
         }
         sql.push_str("COMMIT; BEGIN");
-        self.tx
-            .execute_raw(Statement::from_sql_and_values(
-                sea_orm::DbBackend::Sqlite,
-                sql,
-                values,
-            ))
-            .await?;
-        self.mark_sequenced();
-        self.committed();
-        Ok(())
+        let stmt = Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, sql, values);
+        // The call runs to its end even if our caller goes away (a deadline, a client that
+        // hung up): the driver stops a multi-statement call when nobody reads its results, and
+        // stopping between `COMMIT` and `BEGIN` would leave it counting a transaction SQLite no
+        // longer has.
+        tokio::spawn(async move {
+            self.tx.execute_raw(stmt).await?;
+            self.mark_sequenced();
+            self.committed();
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::Corrupt(format!("commit task failed: {e}")))?
     }
 }
 

@@ -63,8 +63,31 @@ impl PoolSettings {
         if let Some(lifetime) = self.max_lifetime {
             options.max_lifetime(lifetime);
         }
+        options.map_sqlx_mysql_pool_opts(|pool| pool.after_release(check_mysql_on_release));
         options
     }
+}
+
+/// How long a MySQL connection given back to the pool may take to answer a ping.
+const RELEASE_CHECK: Duration = Duration::from_secs(2);
+
+/// MySQL: a connection whose query was cancelled mid-flight (a caller's deadline, a client
+/// that hung up, a task stopped at shutdown) can wait forever in sqlx's own check when it is
+/// given back, and its pool slot never returns: with a pool of one, the next call timed out
+/// acquiring (test `a_cancelled_commit_keeps_the_change_and_its_event_together`). Ping it here
+/// with a bound first; one that does not answer in time is closed and its slot freed.
+fn check_mysql_on_release(
+    conn: &mut sea_orm::sqlx::MySqlConnection,
+    _meta: sea_orm::sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sea_orm::sqlx::Error>> {
+    use sea_orm::sqlx::Connection;
+    Box::pin(async move {
+        match tokio::time::timeout(RELEASE_CHECK, conn.ping()).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(sea_orm::sqlx::Error::PoolTimedOut),
+        }
+    })
 }
 
 /// The backend a URL names, by its scheme.

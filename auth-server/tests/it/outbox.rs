@@ -7,9 +7,9 @@ use std::{collections::HashMap, time::Duration};
 use auth_proto::pb;
 use auth_server::{
     storage::{
-        EventKind, EventSubject, Store, WriteTx,
+        EventKind, EventSubject, Store, WriteTx, erasure,
         events::{NewEvent, append_event},
-        users,
+        sequencer, users,
     },
     testkit,
 };
@@ -21,6 +21,7 @@ use crate::{every_backend, helpers::*};
 every_backend!(an_aborted_writer_leaves_no_hole);
 every_backend!(an_event_refused_at_commit_takes_its_change_with_it);
 every_backend!(closing_a_store_does_not_wait_forever_on_a_busy_connection);
+every_backend!(a_cancelled_commit_keeps_the_change_and_its_event_together);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_on_two_replicas_never_leave_a_gap_on_either_postgres() {
@@ -186,6 +187,58 @@ async fn an_event_refused_at_commit_takes_its_change_with_it(db: Db) {
         assert_eq!(changed.version, 2 + n as u64);
     }
     assert_eq!(app.head().await, start + 2);
+    store.close().await;
+}
+
+/// Callers that go away at any point of a commit (a deadline, a client that hung up) leave
+/// each change with exactly its one event or neither, and the connection's transactions
+/// intact: a later rollback really ends its transaction, so another connection writes at once.
+async fn a_cancelled_commit_keeps_the_change_and_its_event_together(db: Db) {
+    let app = spawn_app(db).await;
+    let user = app
+        .register("cancelled@example.com", PASSWORD)
+        .await
+        .expect("register");
+    let url = testkit::detached_url(&app.db.url);
+    let store = Store::connect(&url, 1).await.expect("store");
+    for step in 0..80u64 {
+        let name = format!("attempt {step}");
+        let rename = rename_and_commit(&store, &user.id, &name);
+        let _ = tokio::time::timeout(Duration::from_micros(step * 40), rename).await;
+    }
+    sequencer::drain(&store)
+        .await
+        .expect("number staged events");
+    let current = users::find_user(store.conn(), &user.id)
+        .await
+        .expect("read")
+        .expect("user");
+    let events = erasure::find_user_event_payloads(store.conn(), &user.id)
+        .await
+        .expect("events");
+    // One `UserCreated`, then one `UserUpdated` per committed rename.
+    assert_eq!(events.len() as i64, current.version, "{current:?}");
+    assert!(
+        events
+            .last()
+            .is_some_and(|(_, payload)| payload.contains(&current.display_name)),
+        "the newest event is not the committed state"
+    );
+
+    let tx = store.begin_write().await.expect("begin");
+    users::update_display_name(&*tx, &user.id, "rolled back")
+        .await
+        .expect("update");
+    tx.rollback().await.expect("rollback");
+    let other = Store::connect(&url, 1).await.expect("store");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        rename_and_commit(&other, &user.id, "after the cancellations"),
+    )
+    .await
+    .expect("another connection waited on a transaction left open")
+    .expect("another connection writes");
+    other.close().await;
     store.close().await;
 }
 
