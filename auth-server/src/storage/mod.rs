@@ -118,13 +118,26 @@ pub(crate) struct EventSignals {
     staged: CommitSignal,
 }
 
-impl EventSignals {
-    /// Wakes whoever reads what a committed transaction did to the outbox: the event tailers
-    /// (sequenced events) or the sequencer (staged events).
-    fn wake(&self, events: u8) {
+/// What is left once a write transaction committed: release the SQLite writer lock, then wake
+/// whoever reads what it did to the outbox: the event tailers (sequenced events) or the
+/// sequencer (staged events).
+struct AfterCommit {
+    _guard: Option<OwnedMutexGuard<()>>,
+    events: u8,
+    signals: EventSignals,
+}
+
+impl AfterCommit {
+    fn committed(self) {
+        let Self {
+            _guard,
+            events,
+            signals,
+        } = self;
+        drop(_guard);
         match events {
-            STAGED_EVENTS => self.staged.notify(),
-            SEQUENCED_EVENTS => self.committed.notify(),
+            STAGED_EVENTS => signals.staged.notify(),
+            SEQUENCED_EVENTS => signals.committed.notify(),
             _ => {}
         }
     }
@@ -157,30 +170,34 @@ impl WriteTx {
     /// Commits the transaction; if it appended events, wakes this process's event tailers
     /// (sequenced events) or its sequencer (staged events).
     pub async fn commit(self) -> StorageResult<()> {
-        let Self {
-            tx,
-            _guard,
-            events,
-            signals,
-        } = self;
+        let (tx, after) = self.split();
         tx.commit().await?;
-        drop(_guard);
-        signals.wake(events.into_inner());
+        after.committed();
         Ok(())
     }
 
     /// For a transaction whose `COMMIT` ran as a statement (SQLite, [`Self::commit_with_events`]):
-    /// drops the now empty transaction, releases the writer lock and wakes as `commit` does.
+    /// drops the now empty transaction, then finishes as `commit` does.
     fn committed(self) {
+        let (tx, after) = self.split();
+        drop(tx);
+        after.committed();
+    }
+
+    /// The transaction, and what is left to do once it committed.
+    fn split(self) -> (DatabaseTransaction, AfterCommit) {
         let Self {
             tx,
             _guard,
             events,
             signals,
         } = self;
-        drop(tx);
-        drop(_guard);
-        signals.wake(events.into_inner());
+        let after = AfterCommit {
+            _guard,
+            events: events.into_inner(),
+            signals,
+        };
+        (tx, after)
     }
 
     /// Rolls the transaction back now (dropping it also rolls back, but only when its pooled

@@ -138,9 +138,7 @@ async fn an_event_refused_at_commit_takes_its_change_with_it(db: Db) {
     let app = spawn_app(db).await;
     let (user, start, mut stream) = user_and_stream(&app, "refused@example.com").await;
     // One connection: every transaction below reuses the one that failed.
-    let store = Store::connect(&testkit::detached_url(&app.db.url), 1)
-        .await
-        .expect("store");
+    let store = one_connection(&app).await;
     let refuse = match db {
         Db::Sqlite => vec![
             "CREATE TRIGGER refuse_event BEFORE INSERT ON user_events \
@@ -292,9 +290,7 @@ async fn events_staged_by_a_stopped_replica_are_numbered_by_another(db: Db) {
     let app = spawn_app(db).await;
     let (user, start, mut stream) = user_and_stream(&app, "orphan@example.com").await;
 
-    let stopped = Store::connect(&testkit::detached_url(&app.db.url), 1)
-        .await
-        .expect("store");
+    let stopped = one_connection(&app).await;
     rename_with_event(&stopped, &user.id, "staged by a stopped replica")
         .await
         .commit()
@@ -309,6 +305,14 @@ async fn events_staged_by_a_stopped_replica_are_numbered_by_another(db: Db) {
         event.user.map(|u| u.display_name).as_deref(),
         Some("staged by a stopped replica")
     );
+}
+
+/// A store of its own on the app's database with a single connection, so every transaction
+/// reuses the one before.
+async fn one_connection(app: &TestApp) -> Store {
+    Store::connect(&testkit::detached_url(&app.db.url), 1)
+        .await
+        .expect("store")
 }
 
 /// A registered user, the head after it, and a subscriber's stream from there.
