@@ -17,6 +17,7 @@ mod m20261130_000007_last_login;
 mod m20261130_000008_email_verifications;
 mod m20261201_000009_lifecycle;
 mod m20261202_000010_staged_events;
+mod m20261203_000011_lean_outbox;
 
 /// Runs the migrations in order.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000008_email_verifications::Migration),
             Box::new(m20261201_000009_lifecycle::Migration),
             Box::new(m20261202_000010_staged_events::Migration),
+            Box::new(m20261203_000011_lean_outbox::Migration),
         ]
     }
 }

@@ -14,12 +14,14 @@
 //!   The sequencer's transaction sends `NOTIFY auth_user_events` on PostgreSQL, which the
 //!   database delivers to every listening replica on commit; MySQL has no `NOTIFY`, and other
 //!   replicas find new events by their poll (`--event-poll-ms`, 100 ms there).
-//! - **SQLite**: one writer at a time anyway (`Store::begin_write` serializes writers in
-//!   process), so the writer numbers its events itself: a single event in one statement (the
-//!   insert takes `last_sequence + 1` and a trigger moves the counter), a batch with one counter
-//!   update and one insert. A rolled-back transaction takes its numbers back with it. A change's
-//!   few events travel to the driver in the same call as its `COMMIT`
-//!   ([`WriteTx::commit_with_events`]).
+//! - **SQLite**: one writer at a time anyway (SQLite's write lock, and `Store::begin_write`
+//!   in process), so the writer numbers its events itself, from the head: the newest event's
+//!   sequence (the table's rowid, so this is a walk down the right edge of one B-tree), or the
+//!   counter row if that is higher. The counter is no longer moved by commits (migration 11):
+//!   it only keeps the highest sequence that retention deleted, so an outbox pruned to empty
+//!   never numbers from 1 again. A single event is one statement; a batch reads the head once.
+//!   A rolled-back transaction takes its numbers back with it. A change's few events travel to
+//!   the driver in the same call as its `COMMIT` ([`WriteTx::commit_with_events`]).
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -256,22 +258,11 @@ pub async fn append_events(tx: &WriteTx, events: &[NewEvent<'_>]) -> StorageResu
                 conn.execute_raw(stmt).await?;
             }
             Err(rows) => {
-                // A batch (an import, an organization's deletion): take its numbers at once.
-                let count = i64::try_from(rows.len())
-                    .map_err(|_| StorageError::Corrupt("too many events".into()))?;
-                let stmt = Statement::from_string(
-                    sea_orm::DbBackend::Sqlite,
-                    format!(
-                        "UPDATE event_sequence SET last_sequence = last_sequence + {count} \
-                     WHERE id = 1 RETURNING last_sequence"
-                    ),
-                );
-                let last = conn
-                    .query_one_raw(stmt)
-                    .await?
-                    .ok_or_else(|| StorageError::Corrupt("event_sequence has no row".into()))?
-                    .try_get_by_index::<i64>(0)?;
-                insert_sequenced(conn, rows, last - count + 1).await?;
+                // A batch (an import, an organization's deletion): numbered from the head,
+                // read once. The insert takes SQLite's write lock if the transaction did not
+                // hold it yet, and SQLite refuses it (busy snapshot) were the head read stale.
+                let head = find_head_sequence(conn).await?;
+                insert_sequenced(conn, rows, head + 1).await?;
             }
         }
         tx.mark_sequenced();
@@ -282,13 +273,17 @@ pub async fn append_events(tx: &WriteTx, events: &[NewEvent<'_>]) -> StorageResu
     Ok(())
 }
 
-/// SQLite: one statement takes the next sequence from the counter and inserts one event; the
-/// `user_events_take_sequence` trigger (migration 10) moves the counter in the same statement.
-/// The writer holds SQLite's only write lock, so nobody can take the same number. (Were the
-/// counter row missing, the NULL sequence would make SQLite pick max + 1: never zero rows.)
+/// SQLite's head: the newest event, or the counter if retention deleted past it.
+const HEAD_SQLITE: &str = "SELECT max(last_sequence, \
+     ifnull((SELECT max(sequence) FROM user_events), 0)) FROM event_sequence WHERE id = 1";
+
+/// SQLite: one statement numbers one event head + 1 and inserts it. The writer holds SQLite's
+/// only write lock, so nobody can take the same number. (Were the counter row missing, the
+/// NULL sequence would make SQLite pick the rowid max + 1: never zero rows.)
 const INSERT_NEXT_SQLITE: &str = "INSERT INTO user_events \
      (sequence, kind, user_id, session_id, payload, occurred_at) \
-     VALUES ((SELECT last_sequence + 1 FROM event_sequence WHERE id = 1), ?, ?, ?, ?, ?)";
+     VALUES ((SELECT max(last_sequence, ifnull((SELECT max(sequence) FROM user_events), 0)) + 1 \
+     FROM event_sequence WHERE id = 1), ?, ?, ?, ?, ?)";
 
 /// The most events a SQLite commit carries in its own call to the driver; a larger batch is
 /// numbered with one counter update first ([`append_events`]).
@@ -448,11 +443,18 @@ pub(crate) async fn insert_sequenced(
     Ok(())
 }
 
-/// The sequence of the newest committed event (0 if none).
+/// The sequence of the newest committed event (0 if none): the counter, which the sequencer
+/// moves on PostgreSQL and MySQL; on SQLite the newest event, or the counter if retention
+/// deleted past it.
 pub async fn find_head_sequence(conn: &impl ConnectionTrait) -> StorageResult<i64> {
+    let backend = conn.get_database_backend();
     let stmt = Statement::from_string(
-        conn.get_database_backend(),
-        "SELECT last_sequence FROM event_sequence WHERE id = 1",
+        backend,
+        if backend == sea_orm::DbBackend::Sqlite {
+            HEAD_SQLITE
+        } else {
+            "SELECT last_sequence FROM event_sequence WHERE id = 1"
+        },
     );
     let row = conn
         .query_one_raw(stmt)

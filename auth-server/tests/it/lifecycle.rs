@@ -17,6 +17,7 @@ every_backend!(
     erasure_waits_for_the_configured_delay,
     events_past_the_retention_are_pruned_and_an_older_cursor_is_cursor_pruned,
     a_connected_subscriber_keeps_the_events_it_has_not_received,
+    the_retention_boundary_is_the_newest_event_before_the_cutoff,
 );
 
 /// (sessions, refresh tokens) in the database.
@@ -393,6 +394,59 @@ async fn a_connected_subscriber_keeps_the_events_it_has_not_received(db: Db) {
     drop(stream);
     // With the subscriber gone, pruning catches up.
     wait_until_events_pruned(&app).await;
+}
+
+/// Retention's boundary is found by a binary search on the sequence (there is no index on the
+/// time): for outboxes of 1 to 9 events and every cutoff around each event's time, it is
+/// exactly the newest event that occurred before the cutoff.
+async fn the_retention_boundary_is_the_newest_event_before_the_cutoff(db: Db) {
+    let mut app = spawn_app_with(db, |s| s.lifecycle.event_retention = None).await;
+    assert_eq!(app.head().await, 0, "a new database has no events");
+    app.stop().await;
+    let store = app.store().await;
+    let conn = store.conn();
+    for count in 1..=9_i64 {
+        conn.execute_unprepared("DELETE FROM user_events")
+            .await
+            .expect("empty");
+        // Events 100 + i, each occurring at 1000 * i ms (two share a time when count > 4).
+        let times: Vec<i64> = (1..=count)
+            .map(|i| 1000 * if i == 5 { 4 } else { i })
+            .collect();
+        for (i, at) in (1..).zip(&times) {
+            conn.execute_unprepared(&format!(
+                "INSERT INTO user_events (sequence, kind, user_id, session_id, payload, occurred_at) \
+                 VALUES ({}, 'user_updated', 'u', NULL, '{{}}', {at})",
+                100 + i
+            ))
+            .await
+            .expect("insert");
+        }
+        for before in [
+            0,
+            999,
+            1000,
+            1001,
+            3999,
+            4000,
+            4001,
+            5000,
+            9000,
+            9001,
+            i64::MAX,
+        ] {
+            let want = (1..)
+                .zip(&times)
+                .filter(|(_, at)| **at < before)
+                .map(|(i, _)| 100 + i)
+                .max();
+            let found = auth_server::storage::retention::find_last_event_before(conn, before)
+                .await
+                .expect("boundary");
+            assert_eq!(found, want, "{count} events, before {before}");
+        }
+    }
+    store.close().await;
 }
 
 /// Waits (up to 10 s) until housekeeping has pruned every event.
