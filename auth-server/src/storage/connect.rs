@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, Database, DbBackend, DbErr};
 
 use super::{
     DbObserver, DbTiming, DbTls, PoolSettings, StorageError, StorageResult, Store, backend_of,
-    describe_target, migrate, operation_of, pool, process_wide,
+    describe_target, migrate, operation_of, pool, signals::process_wide,
 };
 
 /// Makes the SQLite database file and its WAL and shared-memory files readable by the owner

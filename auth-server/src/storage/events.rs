@@ -23,6 +23,8 @@
 //!   A rolled-back transaction takes its numbers back with it. A change's few events travel to
 //!   the driver in the same call as its `COMMIT` ([`WriteTx::commit_with_events`]).
 
+use std::sync::Arc;
+
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Statement,
@@ -32,6 +34,7 @@ use super::{
     StorageError, StorageResult, UserRecord, WriteTx,
     entities::user_events,
     organizations::{MembershipRecord, OrganizationRecord},
+    staged::{EventRow, stage},
 };
 use crate::clock::now_millis;
 
@@ -328,11 +331,24 @@ impl WriteTx {
             append_events(&self, events).await?;
             return self.commit().await;
         }
+        let rows = event_rows(events)?;
+        // The events as the tailers would read them back, but for their sequences.
+        let unnumbered: Vec<StoredEvent> = events
+            .iter()
+            .zip(&rows)
+            .map(|(event, row)| StoredEvent {
+                sequence: 0,
+                kind: event.kind,
+                subject: event.subject.clone(),
+                session_id: row.session_id.clone(),
+                occurred_at: row.occurred_at,
+            })
+            .collect();
         let mut sql = String::new();
         let mut values = Vec::with_capacity(events.len() * 5);
-        for row in event_rows(events)? {
+        for row in rows {
             sql.push_str(INSERT_NEXT_SQLITE);
-            sql.push_str("; ");
+            sql.push_str(" RETURNING sequence; ");
             values.extend(row.into_values());
         }
         sql.push_str("COMMIT; BEGIN");
@@ -342,71 +358,29 @@ impl WriteTx {
         // stopping between `COMMIT` and `BEGIN` would leave it counting a transaction SQLite no
         // longer has.
         tokio::spawn(async move {
-            self.tx.execute_raw(stmt).await?;
-            self.mark_sequenced();
+            let numbered = self.tx.query_all_raw(stmt).await?;
+            let sequences = numbered
+                .iter()
+                .map(|row| row.try_get_by_index::<i64>(0))
+                .collect::<Result<Vec<_>, _>>();
+            match sequences {
+                Ok(sequences) if sequences.len() == unnumbered.len() => {
+                    let handed = unnumbered
+                        .into_iter()
+                        .zip(sequences)
+                        .map(|(event, sequence)| Arc::new(StoredEvent { sequence, ..event }))
+                        .collect();
+                    self.hand_over(handed);
+                }
+                // Committed all the same: the tailers read them back.
+                _ => self.mark_sequenced(),
+            }
             self.committed();
             Ok(())
         })
         .await
         .map_err(|e| StorageError::Corrupt(format!("commit task failed: {e}")))?
     }
-}
-
-/// `staged_events`: events committed by their writers and not yet numbered.
-pub(crate) mod staged_events {
-    use sea_orm::entity::prelude::*;
-
-    /// One staged event.
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "staged_events")]
-    pub struct Model {
-        /// Auto-increment id: the order in which writers staged them.
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        /// Event kind name.
-        pub kind: String,
-        /// The subject's id.
-        pub user_id: String,
-        /// The revoked session or the API key.
-        pub session_id: Option<String>,
-        /// JSON of the subject's state after the change.
-        pub payload: String,
-        /// The writer's commit time.
-        pub occurred_at: i64,
-    }
-
-    /// No relations are navigated through the ORM.
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-/// Stages `rows` in the writer's transaction: one insert.
-pub(crate) async fn stage(conn: &impl ConnectionTrait, rows: Vec<EventRow>) -> StorageResult<()> {
-    use sea_orm::ActiveValue::{NotSet, Set};
-    let models = rows.into_iter().map(|row| staged_events::ActiveModel {
-        id: NotSet,
-        kind: Set(row.kind),
-        user_id: Set(row.user_id),
-        session_id: Set(row.session_id),
-        payload: Set(row.payload),
-        occurred_at: Set(row.occurred_at),
-    });
-    staged_events::Entity::insert_many(models)
-        .exec_without_returning(conn)
-        .await?;
-    Ok(())
-}
-
-/// An event row before it has its sequence.
-#[derive(Debug, Clone)]
-pub(crate) struct EventRow {
-    pub kind: String,
-    pub user_id: String,
-    pub session_id: Option<String>,
-    pub payload: String,
-    pub occurred_at: i64,
 }
 
 impl EventRow {

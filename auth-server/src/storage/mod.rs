@@ -29,6 +29,8 @@ pub mod resets;
 pub mod retention;
 pub mod sequencer;
 pub mod sessions;
+mod signals;
+mod staged;
 pub mod throttle;
 pub mod users;
 mod values;
@@ -47,11 +49,13 @@ use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
     IsolationLevel, TransactionTrait,
 };
-use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use error::{StorageError, StorageResult};
 pub use events::{EventKind, EventSubject, StoredEvent};
 pub use pool::{DbTls, PoolSettings, TlsMode, backend_of, describe_target};
+use signals::EventSignals;
+pub use signals::{CommitSignal, CommitWaiter, RecentEvents};
 pub use users::{PasswordHash, UserRecord};
 
 /// One timed database step, for metrics.
@@ -110,14 +114,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// The process-wide wake-ups of one database: "sequenced events were committed" (the event
-/// tailers read them) and "events were staged" (the sequencer moves them).
-#[derive(Debug, Clone)]
-pub(crate) struct EventSignals {
-    committed: CommitSignal,
-    staged: CommitSignal,
-}
-
 /// What is left once a write transaction committed: release the SQLite writer lock, then wake
 /// whoever reads what it did to the outbox: the event tailers (sequenced events) or the
 /// sequencer (staged events).
@@ -138,6 +134,7 @@ impl AfterCommit {
         match events {
             STAGED_EVENTS => signals.staged.notify(),
             SEQUENCED_EVENTS => signals.committed.notify(),
+            HANDED_OVER_EVENTS => signals.committed.notify_handed_over(),
             _ => {}
         }
     }
@@ -147,6 +144,8 @@ impl AfterCommit {
 const NO_EVENTS: u8 = 0;
 const STAGED_EVENTS: u8 = 1;
 const SEQUENCED_EVENTS: u8 = 2;
+/// Sequenced events that are also in [`RecentEvents`]: the tailers need not read them.
+const HANDED_OVER_EVENTS: u8 = 3;
 
 /// A write transaction (plus, on SQLite, the in-process writer lock until it ends). Knows
 /// whether it appended events, and when it commits them wakes the event tailers (sequenced
@@ -212,6 +211,19 @@ impl WriteTx {
         self.events.store(SEQUENCED_EVENTS, Ordering::Relaxed);
     }
 
+    /// Hands the sequenced events this transaction wrote, as they will read once committed, to
+    /// this process's tailers (see [`signals`]). Only for a transaction that wrote no other
+    /// events; call it after `COMMIT` and before [`Self::committed`] lets the next writer in.
+    pub(crate) fn hand_over(&self, events: Vec<Arc<StoredEvent>>) {
+        self.signals.recent.push(events);
+        let _ = self.events.compare_exchange(
+            NO_EVENTS,
+            HANDED_OVER_EVENTS,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
     /// Records that this transaction staged events (`staged_events` rows).
     pub(crate) fn mark_staged(&self) {
         // Never downgrade: sequenced events must wake the tailers.
@@ -221,65 +233,6 @@ impl WriteTx {
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
-    }
-}
-
-/// Per database URL, the SQLite writer lock and the "events committed" signal are shared by
-/// every `Store` of this process (a server, a CLI command or a test opening its own pool), so
-/// writers still queue in process and every commit wakes the event tailer at once.
-fn process_wide(url: &str, is_sqlite: bool) -> (Option<Arc<Mutex<()>>>, EventSignals) {
-    type Shared = (Arc<Mutex<()>>, EventSignals);
-    static SHARED: std::sync::LazyLock<
-        std::sync::Mutex<std::collections::HashMap<String, Shared>>,
-    > = std::sync::LazyLock::new(Default::default);
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    let (lock, signals) = shared.entry(url.to_owned()).or_insert_with(|| {
-        let signals = EventSignals {
-            committed: CommitSignal::new(),
-            staged: CommitSignal::new(),
-        };
-        (Arc::new(Mutex::new(())), signals)
-    });
-    (is_sqlite.then(|| Arc::clone(lock)), signals.clone())
-}
-
-/// "Events were committed": a counter every waiter sees move. Unlike a `Notify` permit, which
-/// wakes one waiter, every tailer of the process (two servers on one database in a test, a
-/// server and a replica) wakes for every commit, and a commit while a tailer is busy reading is
-/// not lost: its next wait returns at once.
-#[derive(Debug, Clone)]
-pub struct CommitSignal(Arc<watch::Sender<u64>>);
-
-impl CommitSignal {
-    fn new() -> Self {
-        Self(Arc::new(watch::Sender::new(0)))
-    }
-
-    /// Wakes every waiter.
-    pub fn notify(&self) {
-        self.0.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// A waiter that sees every commit from now on (and wakes once at once, so it starts with
-    /// a read).
-    pub fn waiter(&self) -> CommitWaiter {
-        let mut rx = self.0.subscribe();
-        rx.mark_changed();
-        CommitWaiter(rx)
-    }
-}
-
-/// One waiter of a [`CommitSignal`].
-#[derive(Debug)]
-pub struct CommitWaiter(watch::Receiver<u64>);
-
-impl CommitWaiter {
-    /// Returns once a commit happened since the last return.
-    pub async fn notified(&mut self) {
-        if self.0.changed().await.is_err() {
-            // The signal lives as long as the process; never spin if it did not.
-            std::future::pending::<()>().await;
-        }
     }
 }
 
@@ -402,6 +355,11 @@ impl Store {
     /// Signalled after every commit of sequenced events in this process.
     pub fn events_committed(&self) -> CommitSignal {
         self.signals.committed.clone()
+    }
+
+    /// The events this process committed with their sequences, for its tailers.
+    pub fn recent_events(&self) -> Arc<RecentEvents> {
+        Arc::clone(&self.signals.recent)
     }
 
     /// Signalled after every commit of staged events in this process (the sequencer's wake-up).

@@ -40,7 +40,8 @@ use tokio::sync::watch;
 
 use super::{
     StorageError, StorageResult, Store, WriteTx,
-    events::{EventRow, NOTIFY_CHANNEL, insert_sequenced, staged_events},
+    events::{NOTIFY_CHANNEL, insert_sequenced},
+    staged::{EventRow, staged_events},
 };
 
 /// Staged events numbered per sequencer transaction at most.

@@ -7,8 +7,8 @@ use std::{collections::HashMap, time::Duration};
 use auth_proto::pb;
 use auth_server::{
     storage::{
-        EventKind, EventSubject, Store, WriteTx, erasure,
-        events::{NewEvent, append_event},
+        EventKind, EventSubject, Store, StoredEvent, WriteTx, erasure,
+        events::{NewEvent, append_event, find_events_after},
         sequencer, users,
     },
     testkit,
@@ -22,6 +22,12 @@ every_backend!(an_aborted_writer_leaves_no_hole);
 every_backend!(an_event_refused_at_commit_takes_its_change_with_it);
 every_backend!(closing_a_store_does_not_wait_forever_on_a_busy_connection);
 every_backend!(a_cancelled_commit_keeps_the_change_and_its_event_together);
+every_backend!(a_commit_hands_its_numbered_events_to_the_tailers_as_stored);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_from_another_process_is_read_at_once_not_at_the_next_poll_sqlite() {
+    an_event_from_another_process_is_read_at_once_not_at_the_next_poll(Db::Sqlite).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_on_two_replicas_never_leave_a_gap_on_either_postgres() {
@@ -282,6 +288,70 @@ async fn rename_and_commit(
         session_id: None,
     };
     tx.commit_with_events(&[event]).await
+}
+
+/// On SQLite a commit hands the events it numbered to this process's tailers, exactly as the
+/// database holds them (so a tailer need not read them back); on PostgreSQL and MySQL the
+/// sequencer numbers them after the commit, and nothing is handed over.
+async fn a_commit_hands_its_numbered_events_to_the_tailers_as_stored(db: Db) {
+    let app = spawn_app(db).await;
+    let user = app
+        .register("handed@example.com", PASSWORD)
+        .await
+        .expect("register");
+    let start = app.head().await;
+    let store = app.store().await;
+    for name in ["one", "two", "three"] {
+        rename_and_commit(&store, &user.id, name)
+            .await
+            .expect("commit");
+    }
+    // Numbered (PostgreSQL and MySQL number staged events after the commit).
+    assert_eq!(app.head().await, start + 3);
+    let start = i64::try_from(start).expect("head");
+    let handed: Vec<StoredEvent> = store
+        .recent_events()
+        .after(start)
+        .expect("nothing missing")
+        .into_iter()
+        .map(|event| (*event).clone())
+        .collect();
+    let stored = find_events_after(store.conn(), start, 10)
+        .await
+        .expect("read");
+    assert_eq!(stored.len(), 3);
+    if db == Db::Sqlite {
+        assert_eq!(handed, stored);
+    } else {
+        assert!(handed.is_empty(), "{handed:?}");
+    }
+    store.close().await;
+}
+
+/// SQLite: the tailer takes its own process's events from memory. When an event came from
+/// elsewhere (another process writing the same file), the next one from memory does not follow
+/// the last published: the tailer reads the database at once instead of waiting for its poll.
+async fn an_event_from_another_process_is_read_at_once_not_at_the_next_poll(db: Db) {
+    let app = spawn_app_with(db, |s| s.event_poll_interval = Duration::from_secs(3600)).await;
+    let (user, start, mut stream) = user_and_stream(&app, "mixed@example.com").await;
+    // Another URL for the same file: its own writer lock and wake-ups, as another process has.
+    let elsewhere = Store::connect(&format!("{}&cache=private", app.db.url), 1)
+        .await
+        .expect("store");
+    rename_and_commit(&elsewhere, &user.id, "from elsewhere")
+        .await
+        .expect("commit elsewhere");
+    let here = app.store().await;
+    rename_and_commit(&here, &user.id, "from here")
+        .await
+        .expect("commit here");
+    for (sequence, name) in [(start + 1, "from elsewhere"), (start + 2, "from here")] {
+        let event = next_event(&mut stream, Duration::from_secs(5)).await;
+        assert_eq!(event.sequence, sequence);
+        assert_eq!(event.user.expect("user").display_name, name);
+    }
+    elsewhere.close().await;
+    here.close().await;
 }
 
 /// A replica that staged events and stopped before numbering them (here: a pool with no

@@ -10,6 +10,11 @@
 //!   `tokio-postgres` `LISTEN` connection per process that reconnects with backoff;
 //! - and by a periodic poll, the safety net: a lost notification only delays, never drops.
 //!
+//! On SQLite, a commit of this process hands its numbered events over in memory as well, and
+//! the tailer takes them from there when they follow the last one it published without a gap;
+//! anything else (a gap, a poll, a `NOTIFY`, a commit that handed nothing over) is a read
+//! (`storage::signals`).
+//!
 //! One database read per wake-up feeds every stream of the process. Because `user_events` only
 //! ever holds committed, consecutively numbered events (numbered in the writer's transaction on
 //! SQLite, by the sequencer after commit elsewhere: `storage::sequencer`), a read of
@@ -39,14 +44,17 @@ use std::{
 
 use tokio::sync::{broadcast, mpsc, watch};
 
+mod tail;
+use tail::{listen_postgres, tail};
+
 pub use crate::snapshot::SnapshotItem;
 
 use crate::{
     apikeys::ApiKeys,
     revocation::Revocations,
     storage::{
-        self, CommitSignal, CommitWaiter, EventKind, StorageError, Store, StoredEvent,
-        events::{NOTIFY_CHANNEL, find_events_after, find_head_sequence},
+        self, StorageError, Store, StoredEvent,
+        events::{find_events_after, find_head_sequence},
     },
 };
 
@@ -373,110 +381,5 @@ impl Subscription {
         self.cursor = sequence;
         self.position.store(sequence, Ordering::Relaxed);
         Ok(())
-    }
-}
-
-/// The tailer: on every wake-up (or poll), reads events after the last published one and fans
-/// them out; applies revocations to the in-memory set.
-async fn tail(hub: EventHub, sinks: FeedSinks, mut wake: CommitWaiter, poll: Duration, head: i64) {
-    let mut published = head;
-    let mut shutdown = hub.inner.shutdown.subscribe();
-    let mut failures = 0u32;
-    // Under a stream of commits, one read per TAIL_LINGER serves them all.
-    let mut linger = storage::sequencer::Linger::new(TAIL_LINGER, TAIL_LINGER * 10);
-    loop {
-        let woken = tokio::select! {
-            () = wake.notified() => true,
-            () = tokio::time::sleep(poll) => false,
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        };
-        if woken {
-            linger.pause().await;
-        }
-        let before = published;
-        loop {
-            match find_events_after(hub.inner.store.conn(), published, PAGE).await {
-                Ok(page) => {
-                    failures = 0;
-                    let done = (page.len() as u64) < PAGE;
-                    for event in page {
-                        if event.sequence != published + 1 {
-                            // Cannot happen with the counter-row design; never publish past a hole.
-                            tracing::error!(
-                                expected = published + 1,
-                                found = event.sequence,
-                                "gap in the event outbox"
-                            );
-                            break;
-                        }
-                        if let Err(error) = apply(&hub.inner.store, &sinks, &event).await {
-                            // Not published: read again after the backoff.
-                            failures += 1;
-                            tracing::warn!(error.message = %error, failures, "event tailer cannot read an issued API key");
-                            tokio::time::sleep(backoff(failures)).await;
-                            break;
-                        }
-                        published = event.sequence;
-                        // No receivers is fine: nobody is streaming right now.
-                        let _ = hub.inner.feed.send(Arc::new(event));
-                    }
-                    hub.inner.published.send_replace(published);
-                    if done {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(error.message = %error, failures, "event tailer cannot read the outbox");
-                    tokio::time::sleep(backoff(failures)).await;
-                    break;
-                }
-            }
-        }
-        if published > before {
-            linger.served();
-        }
-    }
-}
-
-/// Applies an event to this server's revoked sessions and API keys.
-async fn apply(store: &Store, sinks: &FeedSinks, event: &StoredEvent) -> Result<(), StorageError> {
-    let subject = event.session_id.as_deref();
-    match (event.kind, subject) {
-        (EventKind::SessionRevoked, Some(session_id)) => sinks.revocations.revoke(session_id),
-        (EventKind::ApiKeyIssued, Some(key_id)) => {
-            // The hash is not in the event (events go to every subscriber): read it.
-            for key in storage::api_keys::live_keys(store.conn(), Some(key_id)).await? {
-                sinks.api_keys.insert(&key);
-            }
-        }
-        (EventKind::ApiKeyRevoked, Some(key_id)) => sinks.api_keys.revoke(key_id),
-        _ => {
-            if let Some(user) = event.user() {
-                sinks.api_keys.apply_user(user);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(5))
-}
-
-/// Keeps one `LISTEN auth_user_events` connection open and turns notifications into wake-ups.
-async fn listen_postgres(url: String, wake: CommitSignal) {
-    let mut failures = 0u32;
-    loop {
-        match crate::storage::listen::listen(&url, NOTIFY_CHANNEL, &wake).await {
-            Ok(()) => failures = 0,
-            Err(error) => {
-                failures += 1;
-                tracing::warn!(error.message = %error, failures, "event LISTEN connection lost; reconnecting");
-            }
-        }
-        // Whatever happened while we were not listening is picked up by this wake-up.
-        wake.notify();
-        tokio::time::sleep(backoff(failures)).await;
     }
 }
