@@ -29,18 +29,15 @@ pub(super) async fn tail(
     let mut shutdown = tailer.hub.inner.shutdown.subscribe();
     // Under a stream of commits, one read per TAIL_LINGER serves them all.
     let mut linger = storage::sequencer::Linger::new(TAIL_LINGER, TAIL_LINGER * 10);
-    loop {
-        let woken = tokio::select! {
-            () = wake.notified() => true,
-            () = tokio::time::sleep(poll) => false,
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        };
-        if woken {
-            linger.pause().await;
-        }
+    while let Some(woken) = linger.next_wake(&mut wake, poll, &mut shutdown).await {
         let before = tailer.published;
         let must_read = wake.must_read() || !woken || tailer.failures > 0;
-        match tailer.recent.after(tailer.published).filter(|_| !must_read) {
+        let from_memory = if must_read {
+            None
+        } else {
+            tailer.recent.after(tailer.published)
+        };
+        match from_memory {
             Some(events) => {
                 tailer.publish(events).await;
             }

@@ -276,20 +276,30 @@ pub async fn append_events(tx: &WriteTx, events: &[NewEvent<'_>]) -> StorageResu
     Ok(())
 }
 
-/// SQLite's head: the newest event, or the counter if retention deleted past it.
-const HEAD_SQLITE: &str = "SELECT max(last_sequence, \
-     ifnull((SELECT max(sequence) FROM user_events), 0)) FROM event_sequence WHERE id = 1";
+/// SQLite's head, as one SQL expression for both statements below: the newest event, or the
+/// counter if retention deleted past it.
+macro_rules! head_sqlite {
+    () => {
+        "SELECT max(last_sequence, ifnull((SELECT max(sequence) FROM user_events), 0)) \
+         FROM event_sequence WHERE id = 1"
+    };
+}
+
+/// SQLite's head (0 without events).
+const HEAD_SQLITE: &str = head_sqlite!();
 
 /// SQLite: one statement numbers one event head + 1 and inserts it. The writer holds SQLite's
 /// only write lock, so nobody can take the same number. (Were the counter row missing, the
 /// NULL sequence would make SQLite pick the rowid max + 1: never zero rows.)
-const INSERT_NEXT_SQLITE: &str = "INSERT INTO user_events \
-     (sequence, kind, user_id, session_id, payload, occurred_at) \
-     VALUES ((SELECT max(last_sequence, ifnull((SELECT max(sequence) FROM user_events), 0)) + 1 \
-     FROM event_sequence WHERE id = 1), ?, ?, ?, ?, ?)";
+const INSERT_NEXT_SQLITE: &str = concat!(
+    "INSERT INTO user_events (sequence, kind, user_id, session_id, payload, occurred_at) \
+     VALUES ((",
+    head_sqlite!(),
+    ") + 1, ?, ?, ?, ?, ?)"
+);
 
 /// The most events a SQLite commit carries in its own call to the driver; a larger batch is
-/// numbered with one counter update first ([`append_events`]).
+/// numbered from the head, read once first ([`append_events`]).
 const SQLITE_EVENTS_WITH_COMMIT: usize = 16;
 
 /// The outbox rows of `events`, stamped now.

@@ -39,7 +39,7 @@ use sea_orm::{
 use tokio::sync::watch;
 
 use super::{
-    StorageError, StorageResult, Store, WriteTx,
+    CommitWaiter, StorageError, StorageResult, Store, WriteTx,
     events::{NOTIFY_CHANNEL, insert_sequenced},
     staged::{EventRow, staged_events},
 };
@@ -81,6 +81,25 @@ impl Linger {
         if self.last_batch.is_some_and(|at| at.elapsed() < self.busy) {
             tokio::time::sleep(self.linger).await;
         }
+    }
+
+    /// Waits for a wake-up (then pauses as [`Self::pause`] says) or for `poll`: whether it was
+    /// a wake-up; `None` once `stop` is set.
+    pub async fn next_wake(
+        &self,
+        wake: &mut CommitWaiter,
+        poll: Duration,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<bool> {
+        let woken = tokio::select! {
+            () = wake.notified() => true,
+            () = tokio::time::sleep(poll) => false,
+            _ = stop.wait_for(|stop| *stop) => return None,
+        };
+        if woken {
+            self.pause().await;
+        }
+        Some(woken)
     }
 
     /// Records that a wake-up found work.
@@ -233,15 +252,7 @@ pub async fn run(store: Store, poll: Duration, mut stop: watch::Receiver<bool>) 
     let mut wake = store.events_staged().waiter();
     let mut linger = Linger::new(LINGER, BUSY);
     let mut failures = 0u32;
-    loop {
-        let woken = tokio::select! {
-            () = wake.notified() => true,
-            () = tokio::time::sleep(poll) => false,
-            _ = stop.wait_for(|stop| *stop) => return,
-        };
-        if woken {
-            linger.pause().await;
-        }
+    while linger.next_wake(&mut wake, poll, &mut stop).await.is_some() {
         match drain(&store).await {
             Ok(moved) => {
                 failures = 0;
