@@ -1,7 +1,8 @@
 //! Event outbox benchmark, with same-run baselines.
 //!
 //! 1. Outbox cost: user changes committed per second by 1 and by 16 writers, with the
-//!    `UserUpdated` outbox row in the same transaction versus the same change without it.
+//!    `UserUpdated` outbox row in the same transaction versus the same change without it, the
+//!    two measured in alternating short slices.
 //! 2. Delivery: commit-to-delivery latency (p50/p99) of an event committed through one pool and
 //!    received by a `UserEvents` stream on a server instance that shares nothing in process with
 //!    it (on PostgreSQL through `LISTEN/NOTIFY`, on MySQL through the 100 ms poll; on SQLite the
@@ -41,12 +42,15 @@ use tonic::{metadata::MetadataValue, transport::Channel};
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Seconds per throughput measurement.
+    /// Seconds each side (with and without the outbox) runs per throughput measurement.
     #[arg(long, default_value_t = 4)]
     seconds: u64,
-    /// Rounds of the throughput measurements (each compares with and without, back to back).
+    /// Rounds of the throughput measurements (each compares with and without, interleaved).
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// Length of one slice of the interleaved with/without measurement, ms.
+    #[arg(long, default_value_t = 250)]
+    slice_ms: u64,
     /// Events for the latency measurement.
     #[arg(long, default_value_t = 300)]
     events: usize,
@@ -89,14 +93,42 @@ async fn commit_with_event(tx: WriteTx, user: UserRecord) -> Result<(), StorageE
     tx.commit_with_events(&[event]).await
 }
 
-/// `writers` tasks each change their own user as fast as they can for `duration`.
-async fn changes_per_second(
+/// Changes per second with and without the outbox, measured in alternating slices of
+/// `slice` (the order flipping each pair) until each side has run for `duration`: drift in the
+/// machine's speed and the database's periodic work (SQLite's WAL checkpoints, PostgreSQL's
+/// background writer) fall on both sides alike instead of on whichever ran second.
+async fn paired_rates(
+    store: &Store,
+    user_ids: &[String],
+    writers: usize,
+    duration: Duration,
+    slice: Duration,
+) -> (f64, f64) {
+    let pairs = (duration.as_secs_f64() / slice.as_secs_f64())
+        .ceil()
+        .max(1.0) as u32;
+    let (mut with, mut without) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
+    for pair in 0..pairs {
+        for outbox in [pair % 2 == 0, pair % 2 == 1] {
+            let (done, took) = run_changes(store, user_ids, writers, slice, outbox).await;
+            let side = if outbox { &mut with } else { &mut without };
+            side.0 += done;
+            side.1 += took;
+        }
+    }
+    let rate = |(done, took): (u64, Duration)| done as f64 / took.as_secs_f64();
+    (rate(with), rate(without))
+}
+
+/// `writers` tasks each change their own user as fast as they can for `duration`: the changes
+/// committed and the time until the last writer finished.
+async fn run_changes(
     store: &Store,
     user_ids: &[String],
     writers: usize,
     duration: Duration,
     outbox: bool,
-) -> f64 {
+) -> (u64, Duration) {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -131,7 +163,7 @@ async fn changes_per_second(
     for task in tasks {
         task.await.expect("writer");
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    (done.load(Ordering::Relaxed), start.elapsed())
 }
 
 #[tokio::main]
@@ -140,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let url = database_url(&args.backend, dir.path()).await?;
     let duration = Duration::from_secs(args.seconds);
+    let slice = Duration::from_millis(args.slice_ms);
 
     // A server instance (the subscriber's side) on the database; it also migrates it.
     let mut settings = Settings::for_data_dir(dir.path().join("data"), Some(url.clone()));
@@ -174,15 +207,15 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "backend {}; {} cores; {} s per measurement",
+        "backend {}; {} cores; {} s per side of each measurement, in alternating {} ms slices",
         args.backend,
         std::thread::available_parallelism()?,
-        args.seconds
+        args.seconds,
+        args.slice_ms
     );
     for round in 1..=args.rounds {
         for writers in [1, 16] {
-            let without = changes_per_second(&store, &user_ids, writers, duration, false).await;
-            let with = changes_per_second(&store, &user_ids, writers, duration, true).await;
+            let (with, without) = paired_rates(&store, &user_ids, writers, duration, slice).await;
             println!(
                 "round {round}, {writers:>2} writer(s): {with:>8.0} changes+events/s with outbox vs {without:>8.0} changes/s without  ({:.0} %)",
                 100.0 * with / without

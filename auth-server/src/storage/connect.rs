@@ -137,6 +137,42 @@ async fn connect_retrying_locked(
     }
 }
 
+/// SQLite's compile-time options (`PRAGMA compile_options`), for example `ENABLE_QPSG`.
+async fn sqlite_compile_options(
+    db: &sea_orm::DatabaseConnection,
+) -> Result<Vec<String>, sea_orm::DbErr> {
+    db.query_all_raw(sea_orm::Statement::from_string(
+        DbBackend::Sqlite,
+        "PRAGMA compile_options",
+    ))
+    .await?
+    .iter()
+    .map(|row| row.try_get_by_index::<String>(0))
+    .collect()
+}
+
+/// Warns once per process if the bundled SQLite was built without the query planner stability
+/// guarantee (the workspace's `.cargo/config.toml` sets it): then every query with a `LIMIT` is
+/// compiled again on each run, which costs about a tenth of the CPU of a busy writer.
+async fn warn_without_stable_plans(db: &sea_orm::DatabaseConnection) {
+    static CHECKED: std::sync::Once = std::sync::Once::new();
+    if CHECKED.is_completed() {
+        return;
+    }
+    let stable = sqlite_compile_options(db)
+        .await
+        .is_ok_and(|options| options.iter().any(|o| o == "ENABLE_QPSG"));
+    CHECKED.call_once(|| {
+        if !stable {
+            tracing::warn!(
+                "this build's SQLite lacks ENABLE_QPSG: queries with a LIMIT are compiled again \
+                 on every run; build inside the workspace, whose .cargo/config.toml sets \
+                 LIBSQLITE3_FLAGS"
+            );
+        }
+    });
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://…`, `postgres://…` or `mysql://…`) with a pool of at most
     /// `max_connections` and otherwise default settings.
@@ -178,6 +214,7 @@ impl Store {
         };
         if is_sqlite {
             restrict_sqlite_files(url);
+            warn_without_stable_plans(&db).await;
         }
         let (write_lock, signals) = process_wide(url, is_sqlite);
         let observer = Arc::new(std::sync::OnceLock::<DbObserver>::new());
@@ -198,6 +235,14 @@ impl Store {
             write_lock,
             signals,
         })
+    }
+
+    /// SQLite's compile-time options (`PRAGMA compile_options`); empty on the other backends.
+    pub async fn sqlite_compile_options(&self) -> StorageResult<Vec<String>> {
+        if self.backend() != DbBackend::Sqlite {
+            return Ok(Vec::new());
+        }
+        Ok(sqlite_compile_options(&self.db).await?)
     }
 
     /// The backend's name and the server's version, for `/readyz` and `migrate status`

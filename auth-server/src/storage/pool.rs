@@ -64,6 +64,13 @@ impl PoolSettings {
             options.max_lifetime(lifetime);
         }
         options.map_sqlx_mysql_pool_opts(|pool| pool.after_release(check_mysql_on_release));
+        if backend_of(url) == Some(DbBackend::Sqlite) {
+            // A SQLite connection is a file handle on the driver's own thread: nothing between
+            // here and the file can drop it, so a ping before every use only costs a hand-off
+            // to that thread and back. PostgreSQL and MySQL keep theirs: a server restart or a
+            // failover does drop their connections.
+            options.test_before_acquire(false);
+        }
         options
     }
 }

@@ -411,3 +411,25 @@ async fn rename_with_event(store: &Store, user_id: &str, name: &str) -> WriteTx 
         .expect("append");
     tx
 }
+
+/// The bundled SQLite is built with the query planner stability guarantee (the workspace's
+/// `.cargo/config.toml`): without it, every cached statement with a `LIMIT ?` (every `.one()`)
+/// was compiled again on each run, about a tenth of a busy writer's CPU.
+#[tokio::test]
+async fn sqlite_plans_each_cached_statement_once_sqlite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("plans.db").display()
+    );
+    let store = Store::connect(&url, 1).await.expect("store");
+    let options = store
+        .sqlite_compile_options()
+        .await
+        .expect("compile options");
+    assert!(
+        options.iter().any(|o| o == "ENABLE_QPSG"),
+        "SQLite built without ENABLE_QPSG: {options:?}"
+    );
+    store.close().await;
+}
