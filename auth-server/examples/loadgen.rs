@@ -36,7 +36,7 @@ use auth_proto::pb::{self, auth_service_client::AuthServiceClient};
 use auth_server::{
     Application, Settings,
     passwords::HashingSettings,
-    passwords::{HashPool, Password},
+    passwords::{HashPool, HashPriority, Password},
     testkit::{self, TestDatabase},
 };
 use clap::Parser;
@@ -68,9 +68,10 @@ struct Args {
     /// Hash threads of the in-process server (default: cores).
     #[arg(long)]
     hash_threads: Option<usize>,
-    /// Niceness of the in-process server's hashing threads (default: the server's default).
-    #[arg(long)]
-    hash_nice: Option<i32>,
+    /// How the in-process server's hashing threads give way to its request threads: `idle`
+    /// (the server's default), `nice` (nice 10), `nice=N` or `normal`.
+    #[arg(long, value_parser = parse_priority)]
+    hash_priority: Option<HashPriority>,
     /// Callers of the Validate-during-a-login-storm measurement.
     #[arg(long, default_value_t = 8)]
     validate_callers: usize,
@@ -90,6 +91,16 @@ struct Args {
     /// the token; 32 is the most a token carries). In-process server only.
     #[arg(long, default_value_t = 0)]
     memberships: usize,
+}
+
+fn parse_priority(value: &str) -> Result<HashPriority, String> {
+    match value.split_once('=') {
+        _ if value == "idle" => Ok(HashPriority::Idle),
+        _ if value == "normal" => Ok(HashPriority::Normal),
+        _ if value == "nice" => Ok(HashPriority::Nice(10)),
+        Some(("nice", n)) => n.parse().map(HashPriority::Nice).map_err(|e| e.to_string()),
+        _ => Err(format!("{value}: idle, nice, nice=N or normal")),
+    }
 }
 
 fn cores() -> usize {
@@ -302,8 +313,8 @@ async fn main() -> anyhow::Result<()> {
             settings.hashing = hashing;
             settings.hash_threads = hash_threads;
             settings.hash_queue = args.concurrency * 2;
-            if let Some(nice) = args.hash_nice {
-                settings.hash_nice = nice;
+            if let Some(priority) = args.hash_priority {
+                settings.hash_priority = priority;
             }
             // One load generator on 127.0.0.1 would hit the per-address limit at once.
             settings.protection.rate_limit = None;

@@ -13,11 +13,22 @@ use sea_orm::DbBackend;
 use crate::{
     cors::AllowedOrigins,
     limits::LimitSettings,
-    passwords::HashingSettings,
+    passwords::{HashPriority, HashingSettings},
     secrets::redact_url,
     storage::{PoolSettings, backend_of},
     tls::TlsSettings,
 };
+
+/// `--hash-priority` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HashPriorityArg {
+    /// Linux `SCHED_IDLE`.
+    Idle,
+    /// A lower nice (`--hash-nice`).
+    Nice,
+    /// The same priority as the request threads.
+    Normal,
+}
 
 /// `serve` arguments.
 #[derive(Debug, Clone, Args)]
@@ -61,8 +72,13 @@ pub struct ServeArgs {
     /// RESOURCE_EXHAUSTED without hashing (must be under the password call deadline).
     #[arg(long, env = "AUTH_HASH_QUEUE_MAX_WAIT_MS", default_value_t = crate::passwords::DEFAULT_MAX_WAIT_MS)]
     pub hash_queue_max_wait_ms: u64,
-    /// How much lower than the request threads the hashing threads run (Linux nice, 0-19):
-    /// with both wanting a core, Validate and refusals go first.
+    /// How the hashing threads give way to the threads that answer calls: `idle` (Linux
+    /// SCHED_IDLE: a request thread that wakes takes the core at once), `nice` (a lower
+    /// priority, `--hash-nice`) or `normal`.
+    #[arg(long, env = "AUTH_HASH_PRIORITY", value_enum, default_value_t = HashPriorityArg::Idle)]
+    pub hash_priority: HashPriorityArg,
+    /// With `--hash-priority nice`: how much lower than the request threads the hashing
+    /// threads run (Linux nice, 0-19).
     #[arg(long, env = "AUTH_HASH_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub hash_nice: i32,
     /// Maximum database connections.
@@ -250,8 +266,8 @@ pub struct Settings {
     pub hash_queue: usize,
     /// Longest wait for a hashing thread.
     pub hash_queue_max_wait: Duration,
-    /// Niceness of the hashing threads relative to the process.
-    pub hash_nice: i32,
+    /// How the hashing threads give way to the request threads.
+    pub hash_priority: HashPriority,
     /// Database pool.
     pub db_pool: PoolSettings,
     /// Password hashing parameters.
@@ -297,7 +313,7 @@ impl fmt::Debug for Settings {
             .field("hash_threads", &self.hash_threads)
             .field("hash_queue", &self.hash_queue)
             .field("hash_queue_max_wait", &self.hash_queue_max_wait)
-            .field("hash_nice", &self.hash_nice)
+            .field("hash_priority", &self.hash_priority)
             .field("hashing", &self.hashing)
             .field("protection", &self.protection)
             .field("lifecycle", &self.lifecycle)
@@ -382,7 +398,11 @@ impl ServeArgs {
             hash_threads,
             hash_queue: self.hash_queue,
             hash_queue_max_wait: Duration::from_millis(self.hash_queue_max_wait_ms),
-            hash_nice: self.hash_nice,
+            hash_priority: match self.hash_priority {
+                HashPriorityArg::Idle => HashPriority::Idle,
+                HashPriorityArg::Nice => HashPriority::Nice(self.hash_nice),
+                HashPriorityArg::Normal => HashPriority::Normal,
+            },
             db_pool: PoolSettings {
                 max_connections: self.db_max_connections,
                 min_connections: self.db_min_connections,

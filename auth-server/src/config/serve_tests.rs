@@ -103,13 +103,25 @@ fn the_event_poll_defaults_to_100_ms_on_mysql_and_1_s_elsewhere() {
 
 #[test]
 fn hash_queue_wait_and_priority_flags_are_checked() {
-    let settings =
-        serve_settings(&["--hash-queue-max-wait-ms", "500", "--hash-nice", "3"]).expect("valid");
+    let settings = serve_settings(&[
+        "--hash-queue-max-wait-ms",
+        "500",
+        "--hash-priority",
+        "nice",
+        "--hash-nice",
+        "3",
+    ])
+    .expect("valid");
     assert_eq!(settings.hash_queue_max_wait, Duration::from_millis(500));
-    assert_eq!(settings.hash_nice, 3);
+    assert_eq!(settings.hash_priority, HashPriority::Nice(3));
+    let nice = serve_settings(&["--hash-priority", "nice"]).expect("valid");
+    assert_eq!(nice.hash_priority, HashPriority::Nice(10));
+    let normal = serve_settings(&["--hash-priority", "normal"]).expect("valid");
+    assert_eq!(normal.hash_priority, HashPriority::Normal);
     let defaults = serve_settings(&[]).expect("valid");
     assert_eq!(defaults.hash_queue_max_wait, Duration::from_secs(2));
-    assert_eq!(defaults.hash_nice, 10);
+    assert_eq!(defaults.hash_priority, HashPriority::Idle);
+    assert!(Cli::try_parse_from(["auth-server", "serve", "--hash-priority", "low"]).is_err());
     // A wait as long as the call deadline would spend hashes on answers nobody reads.
     let error = serve_settings(&["--hash-queue-max-wait-ms", "10000"]).expect_err("too long");
     assert!(error.0.contains("deadline"), "{}", error.0);

@@ -23,7 +23,7 @@ pub mod legacy;
 mod pool;
 mod rules;
 
-pub use pool::{DEFAULT_MAX_WAIT_MS, HashPool, HashTicket};
+pub use pool::{DEFAULT_MAX_WAIT_MS, HashPool, HashPriority, HashTicket};
 
 pub use rules::{
     MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES, PolicyError, check_new_password, check_password_size,

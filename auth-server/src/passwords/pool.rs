@@ -109,9 +109,38 @@ fn build_argon2(settings: &HashingSettings) -> Result<Argon2<'static>, HashError
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
-/// Lowers the calling thread's CPU priority by `nice` (Linux: per thread; elsewhere a no-op).
-fn lower_priority(nice: i32) {
-    #[cfg(target_os = "linux")]
+/// How the hashing threads give way to the threads that answer calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashPriority {
+    /// The threads' own priority: they compete with the request threads as equals.
+    Normal,
+    /// CPU priority lowered by this much (Linux nice, 1-19). A request thread that wakes may
+    /// still wait for a hashing thread to use up its time slice.
+    Nice(i32),
+    /// Linux `SCHED_IDLE`: a hashing thread runs when no request thread wants the core, and a
+    /// request thread that wakes takes the core from it at once. Elsewhere: nice 19.
+    Idle,
+}
+
+/// Applies `priority` to the calling thread (Linux: per thread; elsewhere a no-op).
+fn lower_priority(priority: HashPriority) {
+    match priority {
+        HashPriority::Normal => {}
+        HashPriority::Nice(nice) => lower_nice(nice),
+        HashPriority::Idle => {
+            if let Err(error) = schedule_idle() {
+                tracing::warn!(
+                    error.message = %error,
+                    "cannot run the hashing thread under SCHED_IDLE; lowering its nice instead"
+                );
+                lower_nice(19);
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn lower_nice(nice: i32) {
     if nice > 0 {
         let current =
             rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(0);
@@ -121,12 +150,41 @@ fn lower_priority(nice: i32) {
             tracing::warn!(error.message = %error, "cannot lower the hashing thread's priority");
         }
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
 }
 
-fn worker(argon2: Argon2<'static>, jobs: Arc<Mutex<Receiver<Job>>>, nice: i32) {
-    lower_priority(nice);
+#[cfg(not(target_os = "linux"))]
+fn lower_nice(_nice: i32) {}
+
+/// Puts the calling thread under `SCHED_IDLE`.
+#[cfg(target_os = "linux")]
+fn schedule_idle() -> Result<(), String> {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, thread_native_id,
+        thread_schedule_policy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    // The library also sets the thread's nice to 0 (SCHED_IDLE ignores nice); that part fails
+    // without privilege in a process started under `nice`, after the policy is in place.
+    let result = thread_priority::set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        idle,
+    );
+    match (result, thread_schedule_policy()) {
+        (_, Ok(policy)) if policy == idle => Ok(()),
+        (Err(error), _) => Err(error.to_string()),
+        (Ok(()), Ok(policy)) => Err(format!("the policy is still {policy:?}")),
+        (Ok(()), Err(error)) => Err(error.to_string()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn schedule_idle() -> Result<(), String> {
+    Err("SCHED_IDLE is Linux only".to_owned())
+}
+
+fn worker(argon2: Argon2<'static>, jobs: Arc<Mutex<Receiver<Job>>>, priority: HashPriority) {
+    lower_priority(priority);
     let mut memory = Memory::new();
     loop {
         // Only the idle workers wait on the lock; a poisoned lock still holds a usable receiver.
@@ -148,16 +206,16 @@ impl HashPool {
         threads: usize,
         queue: usize,
     ) -> Result<Self, HashError> {
-        Self::with_nice(settings, threads, queue, 0)
+        Self::with_priority(settings, threads, queue, HashPriority::Normal)
     }
 
-    /// As [`HashPool::new`], with the hashing threads' CPU priority lowered by `nice` (0-19) so
-    /// the request threads (Validate, refusals) run first when both want a core.
-    pub fn with_nice(
+    /// As [`HashPool::new`], with the hashing threads' CPU priority lowered as `priority` says
+    /// so the request threads (Validate, refusals) run first when both want a core.
+    pub fn with_priority(
         settings: &HashingSettings,
         threads: usize,
         queue: usize,
-        nice: i32,
+        priority: HashPriority,
     ) -> Result<Self, HashError> {
         let argon2 = build_argon2(settings)?;
         let mut random = [0u8; 32];
@@ -172,7 +230,7 @@ impl HashPool {
             let (argon2, receiver) = (argon2.clone(), Arc::clone(&receiver));
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
-                .spawn(move || worker(argon2, receiver, nice))
+                .spawn(move || worker(argon2, receiver, priority))
                 .map_err(|e| HashError::Argon2(format!("cannot start hashing thread: {e}")))?;
         }
         Ok(Self {

@@ -150,47 +150,73 @@ async fn a_caller_that_gave_up_costs_no_hash() {
     assert_eq!(pool.computed(), 1);
 }
 
+/// Fields of `/proc/self/task/*/stat` (numbered as in proc(5)) of this process's hashing
+/// threads. The name (field 2) is in parentheses; other tests' pools may run at the same time.
 #[cfg(target_os = "linux")]
-#[test]
-fn hashing_threads_run_at_the_lowered_priority() {
-    // Field 19 of /proc/<pid>/task/<tid>/stat is the nice value; the name (field 2) is in
-    // parentheses. Other tests' pools (nice 0) may run at the same time, so look for ours.
-    let nice_of_pool_threads = || -> Vec<i64> {
-        let mut found = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task")
-            .expect("tasks")
-            .flatten()
-        {
-            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-                continue;
-            };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-                continue;
-            };
-            if !stat[open + 1..close].starts_with("argon2-") {
-                continue;
-            }
-            // Fields after the name start at field 3.
-            let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-            if let Some(nice) = fields.get(19 - 3).and_then(|n| n.parse().ok()) {
-                found.push(nice);
-            }
+fn hashing_thread_stat_fields(field: usize) -> Vec<i64> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !stat[open + 1..close].starts_with("argon2-") {
+            continue;
         }
-        found
-    };
-    let base = i64::from(
-        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(0),
-    );
-    let want = (base + 7).min(19);
-    let settings = settings(64, 1);
-    let _pool = HashPool::with_nice(&settings, 2, 1, 7).expect("valid params");
+        // Fields after the name start at field 3.
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        if let Some(value) = fields.get(field - 3).and_then(|n| n.parse().ok()) {
+            found.push(value);
+        }
+    }
+    found
+}
+
+/// Waits until at least two hashing threads show `want` in stat field `field`.
+#[cfg(target_os = "linux")]
+fn wait_for_two_threads_with(field: usize, want: i64) {
     let mut seen = Vec::new();
     for _ in 0..100 {
-        seen = nice_of_pool_threads();
+        seen = hashing_thread_stat_fields(field);
         if seen.iter().filter(|&&n| n == want).count() >= 2 {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    panic!("no two hashing threads at nice {want}: {seen:?}");
+    panic!("no two hashing threads with {want} in stat field {field}: {seen:?}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn hashing_threads_run_at_the_lowered_priority() {
+    // Field 19 is the nice value.
+    let base = i64::from(
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(0),
+    );
+    let settings = settings(64, 1);
+    let _pool = HashPool::with_priority(&settings, 2, 1, HashPriority::Nice(7)).expect("valid");
+    wait_for_two_threads_with(19, (base + 7).min(19));
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn hashing_threads_run_under_sched_idle_and_still_hash() {
+    // Field 41 is the scheduling policy; SCHED_IDLE is 5.
+    let settings = settings(64, 1);
+    let pool = HashPool::with_priority(&settings, 2, 1, HashPriority::Idle).expect("valid");
+    wait_for_two_threads_with(41, 5);
+    let hash = pool
+        .hash(Password::new("correct horse battery".into()))
+        .await
+        .expect("hashed");
+    assert!(
+        pool.verify(Password::new("correct horse battery".into()), Some(hash))
+            .await
+            .expect("verified")
+    );
 }

@@ -171,11 +171,11 @@ impl Application {
             settings.issuer.clone(),
             settings.access_token_ttl,
         ));
-        let hasher = HashPool::with_nice(
+        let hasher = HashPool::with_priority(
             &settings.hashing,
             settings.hash_threads,
             settings.hash_queue,
-            settings.hash_nice,
+            settings.hash_priority,
         )?;
         let tls = settings.tls.clone().map(TlsConfig::new).transpose()?;
         let metrics = Metrics::new();
