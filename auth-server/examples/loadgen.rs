@@ -68,8 +68,8 @@ struct Args {
     /// Hash threads of the in-process server (default: cores).
     #[arg(long)]
     hash_threads: Option<usize>,
-    /// How the in-process server's hashing threads give way to its request threads: `idle`
-    /// (the server's default), `nice` (nice 10), `nice=N` or `normal`.
+    /// How the in-process server's hashing threads give way to its request threads: `mixed`
+    /// (the server's default), `idle`, `nice` (nice 10), `nice=N` or `normal`.
     #[arg(long, value_parser = parse_priority)]
     hash_priority: Option<HashPriority>,
     /// Callers of the Validate-during-a-login-storm measurement.
@@ -96,10 +96,11 @@ struct Args {
 fn parse_priority(value: &str) -> Result<HashPriority, String> {
     match value.split_once('=') {
         _ if value == "idle" => Ok(HashPriority::Idle),
+        _ if value == "mixed" => Ok(HashPriority::Mixed(10)),
         _ if value == "normal" => Ok(HashPriority::Normal),
         _ if value == "nice" => Ok(HashPriority::Nice(10)),
         Some(("nice", n)) => n.parse().map(HashPriority::Nice).map_err(|e| e.to_string()),
-        _ => Err(format!("{value}: idle, nice, nice=N or normal")),
+        _ => Err(format!("{value}: mixed, idle, nice, nice=N or normal")),
     }
 }
 

@@ -22,6 +22,8 @@ use crate::{
 /// `--hash-priority` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum HashPriorityArg {
+    /// All but one under Linux `SCHED_IDLE`, that one at `--hash-nice`.
+    Mixed,
     /// Linux `SCHED_IDLE`.
     Idle,
     /// A lower nice (`--hash-nice`).
@@ -72,13 +74,14 @@ pub struct ServeArgs {
     /// RESOURCE_EXHAUSTED without hashing (must be under the password call deadline).
     #[arg(long, env = "AUTH_HASH_QUEUE_MAX_WAIT_MS", default_value_t = crate::passwords::DEFAULT_MAX_WAIT_MS)]
     pub hash_queue_max_wait_ms: u64,
-    /// How the hashing threads give way to the threads that answer calls: `idle` (Linux
-    /// SCHED_IDLE: a request thread that wakes takes the core at once), `nice` (a lower
-    /// priority, `--hash-nice`) or `normal`.
-    #[arg(long, env = "AUTH_HASH_PRIORITY", value_enum, default_value_t = HashPriorityArg::Idle)]
+    /// How the hashing threads give way to the threads that answer calls: `mixed` (every
+    /// hashing thread but one under Linux SCHED_IDLE, which a request thread that wakes
+    /// interrupts at once, and one at nice `--hash-nice`, so logins keep a share of a busy
+    /// machine), `idle` (all under SCHED_IDLE), `nice` (all at nice `--hash-nice`) or `normal`.
+    #[arg(long, env = "AUTH_HASH_PRIORITY", value_enum, default_value_t = HashPriorityArg::Mixed)]
     pub hash_priority: HashPriorityArg,
-    /// With `--hash-priority nice`: how much lower than the request threads the hashing
-    /// threads run (Linux nice, 0-19).
+    /// With `--hash-priority nice` or `mixed`: how much lower than the request threads the
+    /// (niced) hashing threads run (Linux nice, 0-19).
     #[arg(long, env = "AUTH_HASH_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub hash_nice: i32,
     /// Maximum database connections.
@@ -399,6 +402,7 @@ impl ServeArgs {
             hash_queue: self.hash_queue,
             hash_queue_max_wait: Duration::from_millis(self.hash_queue_max_wait_ms),
             hash_priority: match self.hash_priority {
+                HashPriorityArg::Mixed => HashPriority::Mixed(self.hash_nice),
                 HashPriorityArg::Idle => HashPriority::Idle,
                 HashPriorityArg::Nice => HashPriority::Nice(self.hash_nice),
                 HashPriorityArg::Normal => HashPriority::Normal,

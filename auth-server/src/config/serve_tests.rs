@@ -120,7 +120,9 @@ fn hash_queue_wait_and_priority_flags_are_checked() {
     assert_eq!(normal.hash_priority, HashPriority::Normal);
     let defaults = serve_settings(&[]).expect("valid");
     assert_eq!(defaults.hash_queue_max_wait, Duration::from_secs(2));
-    assert_eq!(defaults.hash_priority, HashPriority::Idle);
+    assert_eq!(defaults.hash_priority, HashPriority::Mixed(10));
+    let idle = serve_settings(&["--hash-priority", "idle"]).expect("valid");
+    assert_eq!(idle.hash_priority, HashPriority::Idle);
     assert!(Cli::try_parse_from(["auth-server", "serve", "--hash-priority", "low"]).is_err());
     // A wait as long as the call deadline would spend hashes on answers nobody reads.
     let error = serve_settings(&["--hash-queue-max-wait-ms", "10000"]).expect_err("too long");

@@ -120,6 +120,21 @@ pub enum HashPriority {
     /// Linux `SCHED_IDLE`: a hashing thread runs when no request thread wants the core, and a
     /// request thread that wakes takes the core from it at once. Elsewhere: nice 19.
     Idle,
+    /// Every hashing thread but the first under [`HashPriority::Idle`], the first at this nice
+    /// (one thread alone: at this nice). A request thread that wakes finds a core it can take
+    /// at once, and hashing keeps a share while request threads keep every core busy.
+    Mixed(i32),
+}
+
+impl HashPriority {
+    /// The priority of hashing thread `index` of `threads`.
+    fn of_thread(self, index: usize, threads: usize) -> Self {
+        match self {
+            Self::Mixed(nice) if index == 0 || threads == 1 => Self::Nice(nice),
+            Self::Mixed(_) => Self::Idle,
+            other => other,
+        }
+    }
 }
 
 /// Applies `priority` to the calling thread (Linux: per thread; elsewhere a no-op).
@@ -127,6 +142,8 @@ fn lower_priority(priority: HashPriority) {
     match priority {
         HashPriority::Normal => {}
         HashPriority::Nice(nice) => lower_nice(nice),
+        // Resolved per thread by `HashPriority::of_thread`.
+        HashPriority::Mixed(nice) => lower_nice(nice),
         HashPriority::Idle => {
             if let Err(error) = schedule_idle() {
                 tracing::warn!(
@@ -228,6 +245,7 @@ impl HashPool {
         let receiver = Arc::new(Mutex::new(receiver));
         for i in 0..threads {
             let (argon2, receiver) = (argon2.clone(), Arc::clone(&receiver));
+            let priority = priority.of_thread(i, threads);
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || worker(argon2, receiver, priority))

@@ -220,3 +220,35 @@ async fn hashing_threads_run_under_sched_idle_and_still_hash() {
             .expect("verified")
     );
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn mixed_priority_keeps_one_hashing_thread_at_a_nice_and_the_rest_idle() {
+    // Field 41 is the policy (SCHED_OTHER 0, SCHED_IDLE 5), 19 the nice value.
+    let base = i64::from(
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(0),
+    );
+    let settings = settings(64, 1);
+    let _pool = HashPool::with_priority(&settings, 3, 1, HashPriority::Mixed(13)).expect("valid");
+    wait_for_two_threads_with(41, 5);
+    let want = (base + 13).min(19);
+    for _ in 0..100 {
+        if hashing_thread_stat_fields(19).contains(&want) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("no hashing thread at nice {want}");
+}
+
+#[test]
+fn mixed_priority_resolves_per_thread() {
+    let mixed = HashPriority::Mixed(10);
+    assert_eq!(mixed.of_thread(0, 4), HashPriority::Nice(10));
+    assert_eq!(mixed.of_thread(1, 4), HashPriority::Idle);
+    assert_eq!(mixed.of_thread(3, 4), HashPriority::Idle);
+    // One thread alone is never idle: it would get nothing while requests keep the core busy.
+    assert_eq!(mixed.of_thread(0, 1), HashPriority::Nice(10));
+    assert_eq!(HashPriority::Idle.of_thread(0, 4), HashPriority::Idle);
+    assert_eq!(HashPriority::Nice(3).of_thread(2, 4), HashPriority::Nice(3));
+}
