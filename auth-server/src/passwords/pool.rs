@@ -127,10 +127,10 @@ pub enum HashPriority {
 }
 
 impl HashPriority {
-    /// The priority of hashing thread `index` of `threads`.
-    fn of_thread(self, index: usize, threads: usize) -> Self {
+    /// The priority of hashing thread `index` (from 0).
+    fn of_thread(self, index: usize) -> Self {
         match self {
-            Self::Mixed(nice) if index == 0 || threads == 1 => Self::Nice(nice),
+            Self::Mixed(nice) if index == 0 => Self::Nice(nice),
             Self::Mixed(_) => Self::Idle,
             other => other,
         }
@@ -245,7 +245,7 @@ impl HashPool {
         let receiver = Arc::new(Mutex::new(receiver));
         for i in 0..threads {
             let (argon2, receiver) = (argon2.clone(), Arc::clone(&receiver));
-            let priority = priority.of_thread(i, threads);
+            let priority = priority.of_thread(i);
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || worker(argon2, receiver, priority))

@@ -244,11 +244,11 @@ fn mixed_priority_keeps_one_hashing_thread_at_a_nice_and_the_rest_idle() {
 #[test]
 fn mixed_priority_resolves_per_thread() {
     let mixed = HashPriority::Mixed(10);
-    assert_eq!(mixed.of_thread(0, 4), HashPriority::Nice(10));
-    assert_eq!(mixed.of_thread(1, 4), HashPriority::Idle);
-    assert_eq!(mixed.of_thread(3, 4), HashPriority::Idle);
-    // One thread alone is never idle: it would get nothing while requests keep the core busy.
-    assert_eq!(mixed.of_thread(0, 1), HashPriority::Nice(10));
-    assert_eq!(HashPriority::Idle.of_thread(0, 4), HashPriority::Idle);
-    assert_eq!(HashPriority::Nice(3).of_thread(2, 4), HashPriority::Nice(3));
+    // The first thread (so also a thread alone) is never idle: it would get nothing while
+    // requests keep the cores busy.
+    assert_eq!(mixed.of_thread(0), HashPriority::Nice(10));
+    assert_eq!(mixed.of_thread(1), HashPriority::Idle);
+    assert_eq!(mixed.of_thread(3), HashPriority::Idle);
+    assert_eq!(HashPriority::Idle.of_thread(0), HashPriority::Idle);
+    assert_eq!(HashPriority::Nice(3).of_thread(2), HashPriority::Nice(3));
 }
