@@ -94,13 +94,15 @@ struct Args {
 }
 
 fn parse_priority(value: &str) -> Result<HashPriority, String> {
-    match value.split_once('=') {
-        _ if value == "idle" => Ok(HashPriority::Idle),
-        _ if value == "mixed" => Ok(HashPriority::Mixed(10)),
-        _ if value == "normal" => Ok(HashPriority::Normal),
-        _ if value == "nice" => Ok(HashPriority::Nice(10)),
-        Some(("nice", n)) => n.parse().map(HashPriority::Nice).map_err(|e| e.to_string()),
-        _ => Err(format!("{value}: mixed, idle, nice, nice=N or normal")),
+    match value {
+        "mixed" => Ok(HashPriority::Mixed(10)),
+        "idle" => Ok(HashPriority::Idle),
+        "nice" => Ok(HashPriority::Nice(10)),
+        "normal" => Ok(HashPriority::Normal),
+        _ => match value.strip_prefix("nice=") {
+            Some(n) => n.parse().map(HashPriority::Nice).map_err(|e| e.to_string()),
+            None => Err(format!("{value}: mixed, idle, nice, nice=N or normal")),
+        },
     }
 }
 

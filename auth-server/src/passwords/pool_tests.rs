@@ -177,30 +177,36 @@ fn hashing_thread_stat_fields(field: usize) -> Vec<i64> {
     found
 }
 
-/// Waits until at least two hashing threads show `want` in stat field `field`.
+/// Waits until at least `count` hashing threads show `want` in stat field `field`.
 #[cfg(target_os = "linux")]
-fn wait_for_two_threads_with(field: usize, want: i64) {
+fn wait_for_threads_with(count: usize, field: usize, want: i64) {
     let mut seen = Vec::new();
     for _ in 0..100 {
         seen = hashing_thread_stat_fields(field);
-        if seen.iter().filter(|&&n| n == want).count() >= 2 {
+        if seen.iter().filter(|&&n| n == want).count() >= count {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    panic!("no two hashing threads with {want} in stat field {field}: {seen:?}");
+    panic!("no {count} hashing threads with {want} in stat field {field}: {seen:?}");
+}
+
+/// The nice value a thread of this process lowered by `by` ends up at.
+#[cfg(target_os = "linux")]
+fn lowered_nice(by: i64) -> i64 {
+    let base = i64::from(
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(0),
+    );
+    (base + by).min(19)
 }
 
 #[cfg(target_os = "linux")]
 #[test]
 fn hashing_threads_run_at_the_lowered_priority() {
     // Field 19 is the nice value.
-    let base = i64::from(
-        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(0),
-    );
     let settings = settings(64, 1);
     let _pool = HashPool::with_priority(&settings, 2, 1, HashPriority::Nice(7)).expect("valid");
-    wait_for_two_threads_with(19, (base + 7).min(19));
+    wait_for_threads_with(2, 19, lowered_nice(7));
 }
 
 #[cfg(target_os = "linux")]
@@ -209,7 +215,7 @@ async fn hashing_threads_run_under_sched_idle_and_still_hash() {
     // Field 41 is the scheduling policy; SCHED_IDLE is 5.
     let settings = settings(64, 1);
     let pool = HashPool::with_priority(&settings, 2, 1, HashPriority::Idle).expect("valid");
-    wait_for_two_threads_with(41, 5);
+    wait_for_threads_with(2, 41, 5);
     let hash = pool
         .hash(Password::new("correct horse battery".into()))
         .await
@@ -225,20 +231,10 @@ async fn hashing_threads_run_under_sched_idle_and_still_hash() {
 #[test]
 fn mixed_priority_keeps_one_hashing_thread_at_a_nice_and_the_rest_idle() {
     // Field 41 is the policy (SCHED_OTHER 0, SCHED_IDLE 5), 19 the nice value.
-    let base = i64::from(
-        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(0),
-    );
     let settings = settings(64, 1);
     let _pool = HashPool::with_priority(&settings, 3, 1, HashPriority::Mixed(13)).expect("valid");
-    wait_for_two_threads_with(41, 5);
-    let want = (base + 13).min(19);
-    for _ in 0..100 {
-        if hashing_thread_stat_fields(19).contains(&want) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("no hashing thread at nice {want}");
+    wait_for_threads_with(2, 41, 5);
+    wait_for_threads_with(1, 19, lowered_nice(13));
 }
 
 #[test]
